@@ -1,0 +1,183 @@
+"""The self-describing model artifact: a TorchScript file whose extra file ``flowerdemo.json`` says everything
+needed to use it (class names, preprocessing, calibration temperature, out-of-distribution rule, metrics...).
+
+``torch.jit.load(path, _extra_files={"flowerdemo.json": ""})`` is enough to use a model correctly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .preprocess import PreprocessConfig, PreprocessConfigError
+
+FORMAT_VERSION = 1
+METADATA_FILE = "flowerdemo.json"
+MODEL_FILE = "model.pt"
+REQUIRED_METHODS = ("forward", "features", "head")
+
+
+class ModelLoadError(RuntimeError):
+    """A model file is missing, not TorchScript, or its metadata is missing or inconsistent."""
+
+
+@dataclass(frozen=True)
+class OODRule:
+    """How to score "not a flower": ``score`` names the method; scores above ``threshold`` are rejected."""
+
+    score: str
+    threshold: float
+    k: int = 0  # neighbours, for the k-NN score
+
+    def to_dict(self) -> dict:
+        return {"score": self.score, "threshold": self.threshold, "k": self.k}
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    class_names: tuple
+    preprocess: PreprocessConfig
+    arch: str
+    format_version: int = FORMAT_VERSION
+    temperature: float = 1.0
+    ood: OODRule | None = None
+    metrics: dict = field(default_factory=dict)
+    training_args: dict = field(default_factory=dict)
+    flowerdemo_version: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": self.format_version,
+            "arch": self.arch,
+            "class_names": list(self.class_names),
+            "preprocess": self.preprocess.to_dict(),
+            "temperature": self.temperature,
+            "ood": self.ood.to_dict() if self.ood else None,
+            "metrics": self.metrics,
+            "training_args": self.training_args,
+            "flowerdemo_version": self.flowerdemo_version,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ModelMetadata":
+        """Validate untrusted metadata; every problem is a :class:`ModelLoadError` that says what is wrong."""
+        from .ood import OOD_SCORES
+
+        if not isinstance(data, dict):
+            raise ModelLoadError(f"{METADATA_FILE} must hold a JSON object, got {type(data).__name__}")
+        missing = [key for key in ("format_version", "arch", "class_names", "preprocess") if key not in data]
+        if missing:
+            raise ModelLoadError(f"{METADATA_FILE} is missing {', '.join(missing)}; re-export the model with flowerdemo.export")
+        if data["format_version"] != FORMAT_VERSION:
+            raise ModelLoadError(
+                f"{METADATA_FILE} format_version {data['format_version']!r} is not supported (this flowerdemo reads "
+                f"{FORMAT_VERSION}); upgrade flowerdemo or re-export the model"
+            )
+        names = data["class_names"]
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise ModelLoadError(f"{METADATA_FILE}: class_names must be a non-empty list of non-empty strings")
+        if len(set(names)) != len(names):
+            raise ModelLoadError(f"{METADATA_FILE}: class_names has duplicates")
+        try:
+            preprocess = PreprocessConfig.from_dict(data["preprocess"])
+        except (PreprocessConfigError, TypeError) as error:
+            raise ModelLoadError(f"{METADATA_FILE}: {error}") from None
+        temperature = data.get("temperature", 1.0)
+        if not _is_number(temperature) or not 0.05 <= temperature <= 20:
+            raise ModelLoadError(f"{METADATA_FILE}: temperature must be a number in [0.05, 20], got {temperature!r}")
+        ood = None
+        if data.get("ood") is not None:
+            raw = data["ood"]
+            if not isinstance(raw, dict) or raw.get("score") not in OOD_SCORES or not _is_number(raw.get("threshold")):
+                raise ModelLoadError(
+                    f"{METADATA_FILE}: ood must be {{score: one of {', '.join(OOD_SCORES)}, threshold: number}}, got {raw!r}"
+                )
+            k = raw.get("k", 0)
+            if not isinstance(k, int) or k < 0:
+                raise ModelLoadError(f"{METADATA_FILE}: ood.k must be a non-negative integer, got {k!r}")
+            ood = OODRule(raw["score"], float(raw["threshold"]), k)
+        return cls(
+            class_names=tuple(names),
+            preprocess=preprocess,
+            arch=str(data["arch"]),
+            format_version=FORMAT_VERSION,
+            temperature=float(temperature),
+            ood=ood,
+            metrics=data.get("metrics") or {},
+            training_args=data.get("training_args") or {},
+            flowerdemo_version=str(data.get("flowerdemo_version", "")),
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@contextmanager
+def quiet_torchscript():
+    """torch >= 2.15 marks torch.jit deprecated with a FutureWarning; TorchScript is what we ship, so keep
+    users' consoles clean. Only that warning category from torch.jit is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit.*")
+        yield
+
+
+def save_artifact(module: torch.jit.ScriptModule, metadata: ModelMetadata, path: str | os.PathLike) -> None:
+    with quiet_torchscript():
+        torch.jit.save(module, str(path), _extra_files={METADATA_FILE: metadata.to_json()})
+
+
+def load_artifact(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, ModelMetadata]:
+    """Load a TorchScript model file (never a pickle) and validate its metadata against the network."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"model file not found: {path}")
+    extra = {METADATA_FILE: ""}
+    try:
+        with quiet_torchscript():
+            module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    except (RuntimeError, ValueError, OSError) as error:
+        raise ModelLoadError(
+            f"{path} is not a TorchScript model ({str(error).splitlines()[0][:200]}); export one with flowerdemo.export"
+        ) from None
+    if not extra[METADATA_FILE]:
+        raise ModelLoadError(f"{path} has no {METADATA_FILE} metadata; export it with flowerdemo.export")
+    try:
+        data = json.loads(extra[METADATA_FILE])
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"{path}: {METADATA_FILE} is not valid JSON ({error})") from None
+    metadata = ModelMetadata.from_dict(data)
+    for method in REQUIRED_METHODS:
+        if not hasattr(module, method):
+            raise ModelLoadError(f"{path} lacks the exported method {method}(); export it with flowerdemo.export")
+    module.eval()
+    _check_output_width(module, metadata, path)
+    return module, metadata
+
+
+def _check_output_width(module, metadata: ModelMetadata, path: str) -> None:
+    probe = torch.zeros(1, 3, metadata.preprocess.crop, metadata.preprocess.crop)
+    try:
+        with torch.inference_mode():
+            logits = module.head(module.features(probe))
+    except RuntimeError as error:
+        raise ModelLoadError(f"{path}: the network fails on a {metadata.preprocess.crop}px input: {str(error)[:200]}") from None
+    if logits.ndim != 2 or logits.shape[1] != metadata.num_classes:
+        raise ModelLoadError(
+            f"{path}: the network outputs {tuple(logits.shape)} logits but the metadata names "
+            f"{metadata.num_classes} classes; the file and its metadata do not belong together"
+        )

@@ -1,0 +1,154 @@
+"""Turn a training checkpoint into a self-describing model folder (a Hugging Face model repo, as is).
+
+    python -m flowerdemo.export --checkpoint runs/lite0/model_best.pth --output weights
+
+Steps: script the network with ``features``/``head`` methods; fit the temperature on val; build the
+out-of-distribution rule (score chosen on val flowers vs half of the non-flower photos, threshold at 95 %
+of val flowers); evaluate on the test split with the app's own loading code; write ``model.pt``,
+``metrics.json``, plots and the model card.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .artifact import MODEL_FILE, ModelMetadata, OODRule, quiet_torchscript, save_artifact
+from .calibration import fit_temperature
+from .data import DEFAULT_DATA_PATH, DEFAULT_NONFLOWER_PATH, list_images, load_split
+from .ood import OOD_SCORES, normalize, ood_scores, threshold_at_acceptance
+from .metrics import roc_auc
+from .preprocess import PreprocessConfig
+
+BANK_DTYPE = torch.float16  # halves the bank's share of model.pt; cosine similarity does not need more
+
+
+class FlowerNet(nn.Module):
+    """What gets scripted: ``forward == head(features(x))``, plus the k-NN feature bank as a buffer."""
+
+    def __init__(self, backbone: nn.Module, ood_bank: torch.Tensor | None = None):
+        super().__init__()
+        self.backbone = backbone
+        width = backbone.num_features
+        self.register_buffer("ood_bank", ood_bank.to(BANK_DTYPE) if ood_bank is not None else torch.zeros(0, width, dtype=BANK_DTYPE))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    @torch.jit.export
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] normalised images -> last feature map [B, C, h, w] (Grad-CAM's layer)."""
+        return self.backbone.forward_features(x)
+
+    @torch.jit.export
+    def head(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """Feature map -> logits [B, num_classes] (global pool, classifier)."""
+        return self.backbone.forward_head(feature_map)
+
+
+def script_model(backbone: nn.Module, ood_bank: torch.Tensor | None = None) -> torch.jit.ScriptModule:
+    with quiet_torchscript():
+        return torch.jit.script(FlowerNet(backbone.eval(), ood_bank).eval())
+
+
+def load_checkpoint_backbone(path: str | Path):
+    """(backbone, class_names, training_args) from a trainer checkpoint."""
+    from .models import create_model
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own trainer's file
+    args = checkpoint["args"]
+    class_names = list(checkpoint["class_names"])
+    backbone = create_model(args["arch"], len(class_names), pretrained=False,
+                            preprocess=PreprocessConfig.from_dict(checkpoint["preprocess"]))
+    backbone.load_state_dict(checkpoint["model"])
+    return backbone.eval(), class_names, args, PreprocessConfig.from_dict(checkpoint["preprocess"]), checkpoint
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Export a checkpoint as a self-describing model folder", add_help=add_help)
+    parser.add_argument("--checkpoint", default="runs/lite0/model_best.pth")
+    parser.add_argument("--output", default="weights", help="model folder to write (uploadable to the Hub as is)")
+    parser.add_argument("--data-path", default=str(DEFAULT_DATA_PATH))
+    parser.add_argument("--nonflowers-path", default=str(DEFAULT_NONFLOWER_PATH),
+                        help="non-flower photos; even-numbered ones choose the OOD score, odd ones are held out")
+    parser.add_argument("--ood-score", default="auto", choices=["auto", *OOD_SCORES])
+    parser.add_argument("--knn-k", type=int, default=5)
+    parser.add_argument("--accept", type=float, default=0.95, help="fraction of val flowers the threshold accepts")
+    parser.add_argument("--test-split", default="test", help="reported split ('' to skip)")
+    parser.add_argument("--limit-per-class", type=int, default=None, help="smoke tests only")
+    parser.add_argument("--workers", type=int, default=2)
+    return parser
+
+
+def main(args) -> dict:
+    from .evaluate import collect_outputs, evaluate_split, write_report_files
+
+    started = time.time()
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    backbone, class_names, training_args, preprocess, checkpoint = load_checkpoint_backbone(args.checkpoint)
+    plain = script_model(backbone)
+
+    train_samples, _ = load_split(args.data_path, training_args.get("train_split", "train"), args.limit_per_class)
+    val_samples, _ = load_split(args.data_path, training_args.get("val_split", "val"), args.limit_per_class)
+    nonflowers = list_images(args.nonflowers_path)
+    nonflower_fit, nonflower_holdout = nonflowers[0::2], nonflowers[1::2]
+
+    _, train_embeddings, _ = collect_outputs(plain, preprocess, train_samples, args.workers, "train bank")
+    val_logits, val_embeddings, val_labels = collect_outputs(plain, preprocess, val_samples, args.workers, "val")
+    fit_logits, fit_embeddings, _ = collect_outputs(plain, preprocess, nonflower_fit, args.workers, "non-flowers (fit)")
+
+    temperature = fit_temperature(val_logits, val_labels)
+    bank = normalize(torch.from_numpy(train_embeddings))
+    selection = {}
+    for score in OOD_SCORES:
+        flowers = _scores(score, val_logits, val_embeddings, temperature, bank, args.knn_k)
+        others = _scores(score, fit_logits, fit_embeddings, temperature, bank, args.knn_k)
+        threshold = threshold_at_acceptance(flowers, args.accept)
+        selection[score] = {"val_auroc": roc_auc(others, flowers), "threshold": threshold,
+                            "fit_nonflowers_rejected": float((others > threshold).mean())}
+    chosen = max(selection, key=lambda s: selection[s]["val_auroc"]) if args.ood_score == "auto" else args.ood_score
+    rule = OODRule(chosen, selection[chosen]["threshold"], args.knn_k if chosen == "knn_cosine" else 0)
+    print(f"temperature {temperature:.3f}; OOD score candidates (val flowers vs fit non-flowers):")
+    for score, row in selection.items():
+        print(f"  {score:11s} AUROC {row['val_auroc']:.4f}  rejects {row['fit_nonflowers_rejected']:.1%} of fit non-flowers")
+    print(f"chosen: {chosen}, threshold {rule.threshold:.4f}")
+
+    scripted = script_model(backbone, bank if chosen == "knn_cosine" else None)
+    metadata = ModelMetadata(
+        class_names=tuple(class_names), preprocess=preprocess, arch=training_args["arch"], temperature=temperature,
+        ood=rule, training_args=training_args, flowerdemo_version=__version__,
+        metrics={"val": {"top1": float((val_logits.argmax(1) == val_labels).mean()), "epoch": checkpoint.get("epoch", -1) + 1},
+                 "ood_selection": selection},
+    )
+    model_path = output / MODEL_FILE
+    save_artifact(scripted, metadata, model_path)
+
+    if args.test_split:
+        report = evaluate_split(str(model_path), args.data_path, args.test_split, nonflower_holdout,
+                                args.workers, args.limit_per_class)
+        metrics = dict(metadata.metrics, test=report["summary"], ood_test=report.get("ood"),
+                       calibration=report["calibration"])
+        metadata = ModelMetadata(**{**metadata.__dict__, "metrics": metrics})
+        save_artifact(scripted, metadata, model_path)
+        write_report_files(report, output, class_names)
+    from .model_card import write_model_card
+
+    write_model_card(output, metadata)
+    (output / "metrics.json").write_text(json.dumps(metadata.metrics, indent=2))
+    print(f"wrote {output} in {time.time() - started:.0f}s")
+    return metadata.metrics
+
+
+def _scores(score, logits, embeddings, temperature, bank, k) -> np.ndarray:
+    return ood_scores(score, torch.from_numpy(logits), torch.from_numpy(embeddings), temperature, bank, k).numpy()
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,65 @@
+"""Grad-CAM (Selvaraju et al. 2017) through the artifact's ``features``/``head`` methods, and its overlay.
+
+TorchScript has no hooks, so the model exports ``features(x) -> [B, C, h, w]`` and ``head(f) -> logits``;
+the gradient of a class logit with respect to the feature map comes from autograd through ``head`` alone.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def gradcam_maps(head: Callable[[torch.Tensor], torch.Tensor], feature_map: torch.Tensor,
+                 class_indices: Sequence[int]) -> np.ndarray:
+    """Heatmaps [K, h, w] in [0, 1] for one image's feature map [1, C, h, w], one per class index.
+
+    weights_c = spatial mean of d logit_c / d features; map = ReLU(sum_c weights * features), scaled to max 1.
+    A map with no positive evidence is all zeros (not NaN).
+    """
+    if feature_map.ndim != 4 or feature_map.shape[0] != 1:
+        raise ValueError(f"feature_map must be [1, C, h, w], got {tuple(feature_map.shape)}")
+    with torch.enable_grad():
+        features = feature_map.detach().float().requires_grad_(True)
+        logits = head(features)
+        maps = []
+        for index in class_indices:
+            (gradient,) = torch.autograd.grad(logits[0, int(index)], features, retain_graph=True)
+            weights = gradient[0].mean(dim=(1, 2))  # [C]
+            maps.append(torch.relu((weights[:, None, None] * features[0]).sum(dim=0)).detach())
+    return np.stack([normalize_map(m.numpy()) for m in maps]) if maps else np.zeros((0, *feature_map.shape[2:]))
+
+
+def normalize_map(heatmap: np.ndarray) -> np.ndarray:
+    peak = float(heatmap.max()) if heatmap.size else 0.0
+    if not np.isfinite(peak) or peak <= 0:
+        return np.zeros_like(heatmap, dtype=np.float32)
+    return np.clip(heatmap / peak, 0.0, 1.0).astype(np.float32)
+
+
+# A perceptually ordered dark-blue -> cyan -> yellow -> red ramp (no matplotlib needed at run time).
+_RAMP = np.array([[0.05, 0.03, 0.35], [0.0, 0.45, 0.85], [0.1, 0.8, 0.75], [0.95, 0.9, 0.1], [0.85, 0.1, 0.05]])
+
+
+def colorize(heatmap: np.ndarray) -> np.ndarray:
+    """[h, w] in [0, 1] -> [h, w, 3] uint8."""
+    positions = np.linspace(0.0, 1.0, len(_RAMP))
+    values = np.clip(np.nan_to_num(heatmap), 0.0, 1.0)
+    rgb = np.stack([np.interp(values, positions, _RAMP[:, channel]) for channel in range(3)], axis=-1)
+    return (rgb * 255).round().astype(np.uint8)
+
+
+def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.5) -> Image.Image:
+    """Blend a [h, w] heatmap in [0, 1], upsampled smoothly, over an RGB image of any size.
+
+    ``opacity`` 0 returns the image unchanged, 1 the heatmap alone.
+    """
+    if heatmap.ndim != 2:
+        raise ValueError(f"heatmap must be [h, w], got shape {heatmap.shape}")
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    base = image.convert("RGB")
+    colored = Image.fromarray(colorize(heatmap)).resize(base.size, Image.Resampling.BICUBIC)
+    return Image.blend(base, colored, float(opacity))

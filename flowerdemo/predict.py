@@ -1,0 +1,113 @@
+"""Prediction core: top-k calibrated probabilities, a "not a flower" verdict, and Grad-CAM heatmaps.
+
+Everything here is UI-free; the Gradio app and the CLI are thin adapters around :class:`FlowerClassifier`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .artifact import ModelMetadata, load_artifact
+from .gradcam import gradcam_maps
+from .hub import ModelSource, parse_source, resolve_model_file
+from .ood import ood_scores, pooled_embedding
+from .preprocess import ImageSource, eval_transform, load_image, view_transform
+
+NOT_A_FLOWER_MESSAGE = ("This does not look like one of the 102 flowers I know. "
+                        "Try a closer photo of the bloom.")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    top_k: tuple  # ((label, probability), ...), most likely first
+    class_indices: tuple
+    is_flower: bool | None  # None when the model ships no out-of-distribution rule
+    ood_score: float | None  # higher means less flower-like
+
+    @property
+    def label(self) -> str:
+        return self.top_k[0][0]
+
+    @property
+    def confidence(self) -> float:
+        return self.top_k[0][1]
+
+    def to_dict(self) -> dict:
+        return {"top_k": [{"label": label, "prob": round(prob, 6)} for label, prob in self.top_k],
+                "is_flower": self.is_flower, "ood_score": None if self.ood_score is None else round(self.ood_score, 6)}
+
+
+@dataclass(frozen=True)
+class Explanation:
+    prediction: Prediction
+    view: Image.Image  # the center crop the model saw, in RGB
+    heatmaps: np.ndarray  # [K, h, w] in [0, 1], one per top class
+
+
+class FlowerClassifier:
+    def __init__(self, module: torch.jit.ScriptModule, metadata: ModelMetadata, source: str = ""):
+        self.module = module
+        self.metadata = metadata
+        self.source = source
+        self.transform = eval_transform(metadata.preprocess)
+        self.view_transform = view_transform(metadata.preprocess)
+        bank = getattr(module, "ood_bank", None)
+        self.ood_bank = bank.float() if isinstance(bank, torch.Tensor) and bank.numel() else None
+
+    @classmethod
+    def load(cls, source: str | None = None, revision: str | None = None, sha256: str | None = None) -> "FlowerClassifier":
+        """Load from a local path, ``hf://owner/repo@rev``, ``owner/repo``, ``FLOWERDEMO_MODEL`` or the bundled model."""
+        parsed: ModelSource = parse_source(source, revision)
+        module, metadata = load_artifact(resolve_model_file(parsed, sha256))
+        return cls(module, metadata, parsed.describe())
+
+    @property
+    def class_names(self) -> tuple:
+        return self.metadata.class_names
+
+    def preprocess(self, image: ImageSource) -> torch.Tensor:
+        return self.transform(load_image(image))
+
+    def predict(self, image: ImageSource, top_k: int = 5) -> Prediction:
+        return self.predict_batch([image], top_k)[0]
+
+    @torch.inference_mode()
+    def predict_batch(self, images: Sequence[ImageSource], top_k: int = 5) -> list[Prediction]:
+        batch = torch.stack([self.preprocess(image) for image in images])
+        features = self.module.features(batch)
+        return self._predictions(features, self.module.head(features), top_k)
+
+    def explain(self, image: ImageSource, top_k: int = 5, cam_classes: int = 3) -> Explanation:
+        """Prediction plus Grad-CAM heatmaps for the ``cam_classes`` most likely classes."""
+        picture = load_image(image)
+        with torch.inference_mode():
+            features = self.module.features(self.transform(picture).unsqueeze(0))
+            prediction = self._predictions(features, self.module.head(features), top_k)[0]
+        # Gradients are needed only through the small head, so the feature map is computed once, gradient-free.
+        heatmaps = gradcam_maps(self.module.head, features.clone(), prediction.class_indices[:cam_classes])
+        return Explanation(prediction, self.view_transform(picture), heatmaps)
+
+    def _predictions(self, features: torch.Tensor, logits: torch.Tensor, top_k: int) -> list[Prediction]:
+        if not 1 <= top_k:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        probabilities = torch.softmax(logits.float() / self.metadata.temperature, dim=1)
+        values, indices = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
+        rule = self.metadata.ood
+        scores = None
+        if rule is not None:
+            scores = ood_scores(rule.score, logits, pooled_embedding(features), self.metadata.temperature,
+                                self.ood_bank, rule.k).tolist()
+        results = []
+        for row, (row_values, row_indices) in enumerate(zip(values.tolist(), indices.tolist())):
+            score = None if scores is None else float(scores[row])
+            results.append(Prediction(
+                top_k=tuple((self.class_names[i], float(p)) for i, p in zip(row_indices, row_values)),
+                class_indices=tuple(row_indices),
+                is_flower=None if rule is None else bool(score <= rule.threshold),
+                ood_score=score,
+            ))
+        return results

@@ -1,0 +1,228 @@
+"""Fine-tune EfficientNet-Lite on Flowers-102 (or any ImageFolder tree).
+
+Shaped like torchvision's references/classification/train.py: ``get_args_parser()``, ``main(args)``,
+``train_one_epoch``, ``evaluate``. Every epoch writes ``checkpoint.pth`` (resumable with ``--resume``) and a
+line of ``log.csv``; the best epoch on the validation split is kept as ``model_best.pth``. Export the result
+with ``python -m flowerdemo.export``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from . import __version__
+from .data import DEFAULT_DATA_PATH, ImageListDataset, load_split
+from .engine import collect_logits
+from .metrics import topk_accuracy
+from .models import ARCHITECTURES, create_model, freeze_stem_and_stages
+from .preprocess import PreprocessConfig, eval_transform, train_transform
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Fine-tune a flower classifier", add_help=add_help)
+    parser.add_argument("--data-path", default=str(DEFAULT_DATA_PATH),
+                        help="Flowers-102 folder (labels.csv, classes.json, images/) or ImageFolder root with train/ and val/")
+    parser.add_argument("--train-split", default="train")
+    parser.add_argument("--val-split", default="val", help="model selection happens on this split only")
+    parser.add_argument("--output-dir", default="runs/lite0", help="checkpoints and logs go here")
+    parser.add_argument("--arch", default="tf_efficientnet_lite0", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--no-pretrained", action="store_true", help="start from random weights (tests only)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=0.02, help="backbone learning rate (SGD, nesterov)")
+    parser.add_argument("--head-lr-scale", type=float, default=10.0, help="the new classifier learns this much faster")
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight-decay", type=float, default=5e-5, help="not applied to norms and biases")
+    parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--drop-rate", type=float, default=0.2, help="dropout before the classifier")
+    parser.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate")
+    parser.add_argument("--freeze-stages", type=int, default=2,
+                        help="freeze the stem and this many early stages (saves ~35%% of CPU time)")
+    parser.add_argument("--train-crop", type=int, default=192,
+                        help="training resolution; lower than the 224 eval crop (FixRes) and faster")
+    parser.add_argument("--min-scale", type=float, default=0.25, help="RandomResizedCrop's smallest area fraction")
+    parser.add_argument("--augment", default="trivialaugment", choices=["trivialaugment", "colorjitter", "none"])
+    parser.add_argument("--limit-per-class", type=int, default=None, help="use at most N images per class (smoke tests)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:0 ...")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", default="", help="checkpoint.pth to continue from")
+    parser.add_argument("--eval-every", type=int, default=2, help="validate every N epochs (and always the last)")
+    return parser
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
+    """SGD with a faster head; no weight decay on norms and biases (1-D tensors)."""
+    groups = {key: [] for key in ("backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay")}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        part = "head" if name.startswith("classifier.") else "backbone"
+        groups[f"{part}_{'no_decay' if parameter.ndim <= 1 else 'decay'}"].append(parameter)
+    param_groups = []
+    for key, parameters in groups.items():
+        if parameters:
+            lr = args.lr * (args.head_lr_scale if key.startswith("head") else 1.0)
+            decay = 0.0 if key.endswith("no_decay") else args.weight_decay
+            param_groups.append({"params": parameters, "lr": lr, "weight_decay": decay, "name": key})
+    return torch.optim.SGD(param_groups, lr=args.lr, momentum=args.momentum, nesterov=True)
+
+
+def build_scheduler(optimizer, args, steps_per_epoch: int):
+    """Linear warm-up, then cosine decay to zero, stepped every iteration."""
+    warmup = int(args.warmup_epochs * steps_per_epoch)
+    total = args.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_one_epoch(model, criterion, optimizer, scheduler, loader, device, epoch, frozen_modules, args) -> dict:
+    model.train()
+    for module in frozen_modules:  # frozen layers keep their ImageNet BatchNorm statistics
+        module.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    start = time.time()
+    progress = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", dynamic_ncols=True)
+    for images, targets in progress:
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(images)
+            loss = criterion(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * len(targets)
+        correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(targets)
+        progress.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}",
+                             lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    return {"train_loss": total_loss / seen, "train_acc": correct / seen, "epoch_seconds": time.time() - start}
+
+
+def evaluate(model, loader, device, desc: str = "val") -> dict:
+    logits, labels = collect_logits(model, loader, device, desc=desc)
+    loss = nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+    return {"val_loss": loss, "val_top1": topk_accuracy(logits, labels, 1), "val_top5": topk_accuracy(logits, labels, 5)}
+
+
+def make_loaders(args, preprocess: PreprocessConfig):
+    train_samples, class_names = load_split(args.data_path, args.train_split, args.limit_per_class)
+    val_samples, val_class_names = load_split(args.data_path, args.val_split, args.limit_per_class)
+    if val_class_names != class_names:
+        raise ValueError(f"{args.train_split} and {args.val_split} splits name different classes")
+    generator = torch.Generator().manual_seed(args.seed)
+    train_loader = DataLoader(
+        ImageListDataset(train_samples, train_transform(preprocess, args.train_crop, args.min_scale, args.augment)),
+        batch_size=args.batch_size, shuffle=True, drop_last=len(train_samples) > args.batch_size,
+        num_workers=args.workers, persistent_workers=args.workers > 0, generator=generator,
+        worker_init_fn=_seed_worker,
+    )
+    val_loader = DataLoader(ImageListDataset(val_samples, eval_transform(preprocess)), batch_size=64,
+                            num_workers=args.workers)
+    return train_loader, val_loader, class_names
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)  # never leave a half-written checkpoint behind a crash
+
+
+def main(args) -> dict:
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    preprocess = PreprocessConfig()
+    train_loader, val_loader, class_names = make_loaders(args, preprocess)
+    print(f"flowerdemo {__version__}: {len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, "
+          f"{len(class_names)} classes, device {device}")
+
+    model = create_model(args.arch, len(class_names), pretrained=not args.no_pretrained, drop_rate=args.drop_rate,
+                         drop_path_rate=args.drop_path, preprocess=preprocess)
+    frozen = freeze_stem_and_stages(model, args.freeze_stages)
+    model.to(device)
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    optimizer = build_optimizer(model, args)
+    scheduler = build_scheduler(optimizer, args, len(train_loader))
+
+    start_epoch, best = 0, {"val_top1": -1.0}
+    if args.resume:
+        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        torch.set_rng_state(checkpoint["rng_state"])
+        start_epoch, best = checkpoint["epoch"] + 1, checkpoint["best"]
+        print(f"resumed from {args.resume} at epoch {start_epoch + 1}")
+    (output_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+
+    for epoch in range(start_epoch, args.epochs):
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        row.update(train_one_epoch(model, criterion, optimizer, scheduler, train_loader, device, epoch, frozen, args))
+        is_last = epoch + 1 == args.epochs
+        if (epoch + 1) % args.eval_every == 0 or is_last:
+            row.update(evaluate(model, val_loader, device))
+            print(" ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}" for key, value in row.items()))
+        state = {"model": model.state_dict(), "args": vars(args), "class_names": class_names,
+                 "preprocess": preprocess.to_dict(), "epoch": epoch, "metrics": row}
+        if row.get("val_top1", -1.0) > best["val_top1"]:
+            best = dict(row)
+            save_checkpoint(output_dir / "model_best.pth", **state, best=best)
+        save_checkpoint(output_dir / "checkpoint.pth", **state, best=best, optimizer=optimizer.state_dict(),
+                        lr_scheduler=scheduler.state_dict(), rng_state=torch.get_rng_state())
+        _append_log(output_dir / "log.csv", row)
+    print(f"best val top-1 {best['val_top1']:.4f} at epoch {best.get('epoch')}; weights in {output_dir / 'model_best.pth'}")
+    return best
+
+
+def _append_log(path: Path, row: dict) -> None:
+    columns = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "epoch_seconds"]
+    new_file = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny but real exported artifact, built offline in seconds."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+
+TINY_CLASSES = ("pink primrose", "sunflower", "rose")
+
+
+def build_tiny_artifact(folder: Path, class_names=TINY_CLASSES, with_bank: bool = True, seed: int = 0) -> Path:
+    """A randomly initialised EfficientNet-Lite0 exported exactly like the real model (metadata, OOD bank)."""
+    from flowerdemo import __version__
+    from flowerdemo.artifact import MODEL_FILE, ModelMetadata, OODRule, save_artifact
+    from flowerdemo.export import script_model
+    from flowerdemo.models import create_model
+    from flowerdemo.ood import normalize
+    from flowerdemo.preprocess import PreprocessConfig
+
+    torch.manual_seed(seed)
+    backbone = create_model("tf_efficientnet_lite0", len(class_names), pretrained=False).eval()
+    bank = normalize(torch.randn(16, backbone.num_features)) if with_bank else None
+    metadata = ModelMetadata(
+        class_names=tuple(class_names), preprocess=PreprocessConfig(), arch="tf_efficientnet_lite0",
+        temperature=1.5, ood=OODRule("knn_cosine", 0.9, 3) if with_bank else OODRule("energy", 0.0),
+        metrics={"test": {"top1": 0.5}}, training_args={"epochs": 0}, flowerdemo_version=__version__,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    save_artifact(script_model(backbone, bank), metadata, folder / MODEL_FILE)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_artifact(tmp_path_factory.mktemp("tiny_model"))
