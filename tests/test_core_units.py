@@ -1,0 +1,127 @@
+"""Pure cores: metrics, calibration, OOD scores, Grad-CAM maths and overlay, preprocessing config."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flowerdemo import metrics
+from flowerdemo.calibration import fit_temperature
+from flowerdemo.gradcam import colorize, gradcam_maps, overlay
+from flowerdemo.ood import fpr_at_tpr, ood_scores, threshold_at_acceptance
+from flowerdemo.preprocess import PreprocessConfig, PreprocessConfigError
+
+
+def test_topk_and_confusion_metrics():
+    logits = np.array([[3.0, 2, 1], [1, 3, 2], [3, 1, 2], [1, 2, 3]])
+    labels = np.array([0, 2, 0, 1])
+    assert metrics.topk_accuracy(logits, labels, 1) == 0.5
+    assert metrics.topk_accuracy(logits, labels, 2) == 1.0
+    matrix = metrics.confusion_matrix(logits.argmax(1), labels, 3)
+    assert matrix.tolist() == [[2, 0, 0], [0, 0, 1], [0, 1, 0]]
+    assert metrics.macro_f1(matrix) == pytest.approx(1 / 3)
+    assert metrics.most_confused_pairs(matrix, 5) == [(1, 2, 1), (2, 1, 1)]
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy():
+    probabilities = np.array([[0.75, 0.25]] * 4)
+    labels = np.array([0, 0, 0, 1])
+    assert metrics.expected_calibration_error(probabilities, labels) == pytest.approx(0.0)
+    assert metrics.expected_calibration_error(np.array([[1.0, 0.0]] * 2), np.array([1, 1])) == pytest.approx(1.0)
+
+
+def test_roc_auc_matches_pairwise_definition():
+    rng = np.random.default_rng(0)
+    positive, negative = rng.normal(1, 1, 50), rng.normal(0, 1, 40)
+    pairwise = np.mean([(p > n) + 0.5 * (p == n) for p in positive for n in negative])
+    assert metrics.roc_auc(positive, negative) == pytest.approx(pairwise)
+    assert metrics.roc_auc(np.ones(3), np.ones(3)) == pytest.approx(0.5)
+
+
+def test_temperature_scaling_recovers_overconfidence_and_improves_nll():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, size=(3000, 10))
+    probabilities = metrics.softmax(true_logits)
+    labels = np.array([rng.choice(10, p=row) for row in probabilities])
+    overconfident = true_logits * 3.0
+    temperature = fit_temperature(overconfident, labels)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    assert metrics.negative_log_likelihood(overconfident, labels, temperature) < metrics.negative_log_likelihood(overconfident, labels)
+
+
+def test_ood_scores_are_higher_for_less_flower_like_inputs():
+    # The bank lives in the first 4 dimensions; an embedding in the other 4 is orthogonal to all of it.
+    bank = torch.nn.functional.normalize(torch.cat([torch.randn(20, 4), torch.zeros(20, 4)], dim=1), dim=1)
+    near, far = bank[:2] * 3.0, torch.eye(8)[6:8]
+    scores = ood_scores("knn_cosine", torch.zeros(4, 3), torch.cat([near, far]), bank=bank, k=1)
+    assert scores[:2].abs().max() < 1e-5
+    torch.testing.assert_close(scores[2:], torch.ones(2))
+    confident, unsure = torch.tensor([[10.0, 0, 0]]), torch.tensor([[0.1, 0, 0]])
+    for score in ("energy", "max_logit", "max_prob"):
+        values = ood_scores(score, torch.cat([confident, unsure]), torch.zeros(2, 8))
+        assert values[0] < values[1], score
+    with pytest.raises(ValueError, match="energy, max_logit"):
+        ood_scores("nope", confident, torch.zeros(1, 8))
+    with pytest.raises(ValueError, match="feature bank"):
+        ood_scores("knn_cosine", confident, torch.zeros(1, 8), bank=None)
+
+
+def test_threshold_accepts_the_requested_fraction():
+    flowers = np.arange(100, dtype=float)
+    threshold = threshold_at_acceptance(flowers, 0.95)
+    assert (flowers <= threshold).mean() == pytest.approx(0.95, abs=0.01)
+    assert fpr_at_tpr(flowers, np.array([1000.0, 1.0]), 0.95) == 0.5
+
+
+def _linear_head(weight, bias):
+    def head(feature_map):
+        return feature_map.mean(dim=(2, 3)) @ weight.T + bias
+    return head
+
+
+def test_gradcam_shapes_ranges_and_maths():
+    torch.manual_seed(0)
+    features = torch.rand(1, 6, 5, 7)
+    weight, bias = torch.randn(4, 6), torch.zeros(4)
+    maps = gradcam_maps(_linear_head(weight, bias), features, [2, 0, 3])
+    assert maps.shape == (3, 5, 7) and maps.dtype == np.float32
+    assert maps.min() >= 0.0 and maps.max() <= 1.0
+    # For a global-average-pool + linear head, Grad-CAM reduces to CAM with weights W_c / (h * w).
+    expected = torch.relu((weight[2][:, None, None] / 35 * features[0]).sum(0)).numpy()
+    if expected.max() > 0:
+        np.testing.assert_allclose(maps[0], expected / expected.max(), rtol=1e-5, atol=1e-6)
+
+
+def test_gradcam_without_positive_evidence_is_all_zero_not_nan():
+    maps = gradcam_maps(_linear_head(-torch.ones(2, 3), torch.zeros(2)), torch.rand(1, 3, 4, 4), [0])
+    assert np.all(maps == 0.0)
+    with pytest.raises(ValueError, match=r"\[1, C, h, w\]"):
+        gradcam_maps(_linear_head(torch.ones(2, 3), torch.zeros(2)), torch.rand(2, 3, 4, 4), [0])
+
+
+def test_overlay_contract():
+    image = Image.new("RGB", (50, 40), (10, 200, 30))
+    heatmap = np.linspace(0, 1, 35, dtype=np.float32).reshape(5, 7)
+    assert overlay(image, heatmap, 0.0).tobytes() == image.tobytes()
+    full = overlay(image, heatmap, 1.0)
+    assert full.size == image.size and full.mode == "RGB"
+    assert np.asarray(full).tolist() != np.asarray(image).tolist()
+    assert colorize(np.array([[0.0, 1.0]])).shape == (1, 2, 3)
+    with pytest.raises(ValueError, match="opacity"):
+        overlay(image, heatmap, 1.5)
+    with pytest.raises(ValueError, match="heatmap"):
+        overlay(image, heatmap[None], 0.5)
+
+
+def test_preprocess_config_validates_and_round_trips():
+    config = PreprocessConfig()
+    assert PreprocessConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(PreprocessConfigError, match="bilinear, bicubic, nearest"):
+        PreprocessConfig(interpolation="lanczos9")
+    with pytest.raises(PreprocessConfigError, match="must not exceed"):
+        PreprocessConfig(resize=200, crop=224)
+    with pytest.raises(PreprocessConfigError, match="std must be positive"):
+        PreprocessConfig(std=(0.2, 0.0, 0.2))
+    with pytest.raises(PreprocessConfigError, match="missing"):
+        PreprocessConfig.from_dict({"resize": 256})

@@ -1,0 +1,146 @@
+"""End to end on a tiny ImageFolder tree: train -> resume -> export -> load -> evaluate, all offline."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flowerdemo import evaluate, export, train
+from flowerdemo.artifact import load_artifact
+from flowerdemo.data import ImageListDataset, load_split
+from flowerdemo.predict import FlowerClassifier
+from flowerdemo.preprocess import eval_transform
+
+CLASSES = ("daisy", "rose", "tulip")
+COLOURS = {"daisy": (250, 250, 240), "rose": (200, 20, 40), "tulip": (250, 200, 30)}
+
+
+def _write_tree(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("val", 2), ("test", 2)):
+        for name in CLASSES:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                noise = rng.integers(-40, 40, size=(80, 96, 3))
+                pixels = np.clip(np.array(COLOURS[name]) + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}.jpg", quality=90)
+    others = root / "nonflowers"
+    others.mkdir()
+    for index in range(4):
+        Image.fromarray(rng.integers(0, 255, size=(70, 90, 3), dtype=np.uint8)).save(others / f"{index}.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = _write_tree(tmp_path_factory.mktemp("data"))
+    out = tmp_path_factory.mktemp("run")
+    args = train.get_args_parser().parse_args([
+        "--data-path", str(root), "--output-dir", str(out), "--epochs", "1", "--batch-size", "4",
+        "--train-crop", "64", "--workers", "0", "--eval-every", "1", "--seed", "1",
+    ])
+    best = train.main(args)
+    return root, out, args, best
+
+
+def test_trainer_writes_checkpoints_log_and_args(trained):
+    root, out, args, best = trained
+    assert (out / "checkpoint.pth").is_file() and (out / "model_best.pth").is_file()
+    log = (out / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,lr,train_loss") and len(log) == 2
+    checkpoint = torch.load(out / "checkpoint.pth", weights_only=False)
+    assert checkpoint["args"]["seed"] == 1 and checkpoint["class_names"] == list(CLASSES)
+    assert 0.0 <= best["val_top1"] <= 1.0
+
+
+def test_resume_continues_from_the_next_epoch(trained, capsys):
+    root, out, args, _ = trained
+    resumed = train.get_args_parser().parse_args([
+        "--data-path", str(root), "--output-dir", str(out), "--epochs", "2", "--batch-size", "4",
+        "--train-crop", "64", "--workers", "0", "--resume", str(out / "checkpoint.pth"),
+    ])
+    train.main(resumed)
+    assert "resumed from" in capsys.readouterr().out
+    assert [line.split(",")[0] for line in (out / "log.csv").read_text().splitlines()[1:]] == ["1", "2"]
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    root, out, _, _ = trained
+    folder = tmp_path_factory.mktemp("model")
+    args = export.get_args_parser().parse_args([
+        "--checkpoint", str(out / "model_best.pth"), "--output", str(folder), "--data-path", str(root),
+        "--nonflowers-path", str(root / "nonflowers"), "--workers", "0", "--knn-k", "2",
+    ])
+    export.main(args)
+    return root, folder
+
+
+def test_export_writes_a_hub_ready_folder(exported):
+    _, folder = exported
+    for name in ("model.pt", "README.md", "metrics.json", "confusion_matrix.png", "reliability_diagram.png"):
+        assert (folder / name).is_file(), name
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlicense:") and "torch.jit.load" in card and "| test top-1 |" in card
+
+
+def test_metadata_round_trips_and_is_enough_to_use_the_model(exported):
+    _, folder = exported
+    extra = {"flowerdemo.json": ""}
+    module = torch.jit.load(str(folder / "model.pt"), _extra_files=extra)
+    meta = json.loads(extra["flowerdemo.json"])
+    assert meta["class_names"] == list(CLASSES)
+    assert set(meta["preprocess"]) == {"resize", "crop", "mean", "std", "interpolation"}
+    assert meta["arch"] == "tf_efficientnet_lite0" and meta["format_version"] == 1
+    assert meta["training_args"]["epochs"] == 1 and 0.05 <= meta["temperature"] <= 20
+    assert meta["ood"]["score"] in ("energy", "max_logit", "max_prob", "knn_cosine")
+    assert "top1" in meta["metrics"]["test"]
+    x = torch.randn(2, 3, meta["preprocess"]["crop"], meta["preprocess"]["crop"])
+    with torch.inference_mode():
+        assert module(x).shape == (2, len(meta["class_names"]))
+
+
+def test_forward_equals_head_of_features(exported):
+    _, folder = exported
+    module, _ = load_artifact(folder / "model.pt")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        features = module.features(x)
+        assert features.ndim == 4 and features.shape[0] == 2
+        torch.testing.assert_close(module(x), module.head(features))
+
+
+def test_trainer_eval_path_and_app_path_give_identical_tensors(exported):
+    root, folder = exported
+    classifier = FlowerClassifier.load(str(folder))
+    samples, _ = load_split(root, "val")
+    dataset = ImageListDataset(samples, eval_transform(classifier.metadata.preprocess))
+    for index in range(2):
+        trainer_tensor, _ = dataset[index]
+        assert torch.equal(trainer_tensor, classifier.preprocess(samples[index].path))
+
+
+def test_evaluator_reports_on_a_tiny_split(exported, tmp_path, capsys):
+    root, folder = exported
+    output = tmp_path / "report.json"
+    args = evaluate.get_args_parser().parse_args([
+        "--model", str(folder), "--split", "test", "--data-path", str(root), "--nonflowers-path",
+        str(root / "nonflowers"), "--nonflowers-subset", "all", "--output-json", str(output), "--workers", "0",
+        "--plots-dir", str(tmp_path),
+    ])
+    evaluate.main(args)
+    report = json.loads(output.read_text())
+    assert report["summary"]["images"] == 6
+    for key in ("top1", "top5", "macro_f1"):
+        assert 0.0 <= report["summary"][key] <= 1.0
+    assert report["summary"]["top5"] == 1.0  # only 3 classes
+    assert len(report["per_class"]) == 3 and {"true", "predicted", "count"} <= set(report["most_confused"][0]) | {"true", "predicted", "count"}
+    assert 0.0 <= report["ood"]["auroc"] <= 1.0 and report["ood"]["nonflowers"] == 4
+    assert report["calibration"]["ece_after"] >= 0.0
+    assert (tmp_path / "confusion_matrix.png").is_file()
+    assert "top-1" in capsys.readouterr().out
