@@ -47,7 +47,8 @@ def parse_source(spec: str | os.PathLike | None = None, revision: str | None = N
     path = Path(text).expanduser()
     if path.exists():
         return ModelSource("local", str(path))
-    if _REPO_ID.match(text) and not text.startswith((".", "/")):
+    looks_like_file = text.endswith((".pt", ".pth", ".json")) or text.startswith((".", "/", "~"))
+    if _REPO_ID.match(text) and not looks_like_file:
         return ModelSource("hub", text, revision)
     raise ModelLoadError(f"model {text!r} not found: give {_SOURCE_HELP}")
 

@@ -27,6 +27,10 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 # Decode big photos straight to about this size (JPEG draft mode): the eval transform only needs 256 px.
 DECODE_TARGET_SIZE = 1024
+# A 1x40000-pixel strip resized to a 256-pixel short side would be 256 x 10 million pixels (gigabytes, minutes):
+# the long side is center-cropped to this many times the short side first. The center crop only looks at the
+# middle anyway, and photos up to 16:1 (panoramas included) are not touched.
+MAX_ASPECT_RATIO = 16
 
 
 class InvalidImageError(ValueError):
@@ -100,6 +104,7 @@ def eval_transform(config: PreprocessConfig):
 
     return T.Compose(
         [
+            T.Lambda(cap_aspect_ratio),
             T.Resize(config.resize, interpolation=_pil_interpolation(config.interpolation)),
             T.CenterCrop(config.crop),
             T.PILToTensor(),
@@ -114,8 +119,20 @@ def view_transform(config: PreprocessConfig):
     from torchvision import transforms as T
 
     return T.Compose(
-        [T.Resize(config.resize, interpolation=_pil_interpolation(config.interpolation)), T.CenterCrop(config.crop)]
+        [T.Lambda(cap_aspect_ratio), T.Resize(config.resize, interpolation=_pil_interpolation(config.interpolation)),
+         T.CenterCrop(config.crop)]
     )
+
+
+def cap_aspect_ratio(image: Image.Image) -> Image.Image:
+    """Center-crop the long side to at most MAX_ASPECT_RATIO x the short side (no-op for ordinary photos)."""
+    width, height = image.size
+    limit = MAX_ASPECT_RATIO * min(width, height)
+    if max(width, height) <= limit:
+        return image
+    new_width, new_height = min(width, limit), min(height, limit)
+    left, top = (width - new_width) // 2, (height - new_height) // 2
+    return image.crop((left, top, left + new_width, top + new_height))
 
 
 def train_transform(config: PreprocessConfig, crop: int, min_scale: float = 0.25, augment: str = "trivialaugment"):

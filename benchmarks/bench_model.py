@@ -1,0 +1,149 @@
+"""Model-level CPU benchmark: artifact size, raw forward latency, predict() and explain() end to end.
+
+    python benchmarks/bench_model.py                      # bundled weights/model.pt, 50 runs
+    python benchmarks/bench_model.py --runs 100 --image examples/rose.jpg --model hf://owner/repo@rev
+    python benchmarks/bench_model.py --no-ood             # also time predict() with the OOD rule removed
+
+Numbers are wall-clock times of one call at batch 1 (medians over ``--runs`` after ``--warmup`` calls); they are
+as noisy as the machine is busy, so compare medians taken on the same machine in the same conditions.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from flowerdemo.hub import parse_source, resolve_model_file  # noqa: E402
+from flowerdemo.predict import FlowerClassifier  # noqa: E402
+
+
+def default_image() -> str:
+    """The first example image, else a flowers102 image, else a synthetic photo-sized JPEG in a temp file."""
+    for pattern in (str(ROOT / "examples" / "*.jpg"), "/work/shared/data/flowers102/images/*.jpg"):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    rng = np.random.default_rng(0)
+    handle = tempfile.NamedTemporaryFile(suffix=".jpg", delete=False)
+    Image.fromarray(rng.integers(0, 256, (500, 667, 3), dtype=np.uint8)).save(handle, "JPEG", quality=90)
+    handle.close()
+    print(f"note: no example image found; using a synthetic 667x500 JPEG {handle.name}")
+    return handle.name
+
+
+def time_calls(fn, runs: int, warmup: int) -> list[float]:
+    """Seconds per call, ``runs`` times after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def fmt(times: list[float]) -> str:
+    return (f"median {statistics.median(times) * 1e3:8.2f} ms   p90 {percentile(times, 90) * 1e3:8.2f} ms   "
+            f"min {min(times) * 1e3:8.2f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=50, help="timed calls per measurement (default 50)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
+    parser.add_argument("--model", default=None,
+                        help="model source: model.pt, a folder, hf://owner/repo[@rev] (default: FLOWERDEMO_MODEL or weights/)")
+    parser.add_argument("--image", default=None, help="image file for predict/explain (default: first examples/*.jpg)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--no-ood", action="store_true",
+                        help="also time predict() with the model's OOD rule removed, to show its cost before/after")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        parser.error("--runs must be >= 1 and --warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    image = args.image or default_image()
+    if not os.path.isfile(image):
+        parser.error(f"--image {image} not found")
+    model_file = resolve_model_file(parse_source(args.model))
+    load_start = time.perf_counter()
+    classifier = FlowerClassifier.load(args.model)
+    load_s = time.perf_counter() - load_start
+    meta = classifier.metadata
+    crop = meta.preprocess.crop
+    with Image.open(image) as picture:
+        image_size = picture.size
+
+    print(f"torch {torch.__version__}  threads {torch.get_num_threads()} (interop {torch.get_num_interop_threads()})  "
+          f"cpus {os.cpu_count()}")
+    print(f"model  {classifier.source}  arch {meta.arch}  classes {meta.num_classes}  "
+          f"ood {meta.ood.score + f' k={meta.ood.k}' if meta.ood else 'none'}")
+    print(f"model.pt  {os.path.getsize(model_file) / 1e6:.2f} MB ({os.path.getsize(model_file) / 2**20:.2f} MiB)   "
+          f"load {load_s * 1e3:.0f} ms")
+    print(f"image  {image}  {image_size[0]}x{image_size[1]}")
+    print(f"runs   {args.runs} timed after {args.warmup} warm-up calls, batch 1, {crop}px")
+    print()
+
+    x = torch.randn(1, 3, crop, crop)
+
+    def forward():
+        with torch.inference_mode():
+            classifier.module(x)
+
+    forward_times = time_calls(forward, args.runs, args.warmup)
+    print(f"forward (module(x), {crop}px)         {fmt(forward_times)}")
+
+    predict_times = time_calls(lambda: classifier.predict(image), args.runs, args.warmup)
+    print(f"predict (decode+preprocess+fwd+OOD) {fmt(predict_times)}")
+
+    if args.no_ood:
+        if meta.ood is None:
+            print("predict without OOD                 (the model has no OOD rule: nothing to compare)")
+        else:
+            with_rule, without_rule = meta, dataclasses.replace(meta, ood=None)
+            classifier.metadata = without_rule
+            assert classifier.predict(image).is_flower is None  # the rule really is off
+            classifier.metadata = with_rule
+            # Interleaved pairs (ABBA order), so a busy machine's slow phases hit both variants alike.
+            timed = {True: [], False: []}
+            for run in range(args.warmup + args.runs):
+                for use_ood in ((True, False) if run % 2 == 0 else (False, True)):
+                    classifier.metadata = with_rule if use_ood else without_rule
+                    start = time.perf_counter()
+                    classifier.predict(image)
+                    if run >= args.warmup:
+                        timed[use_ood].append(time.perf_counter() - start)
+            classifier.metadata = with_rule
+            diffs = [a - b for a, b in zip(timed[True], timed[False])]
+            with_med, without_med = statistics.median(timed[True]), statistics.median(timed[False])
+            print(f"predict with OOD    (interleaved)   {fmt(timed[True])}")
+            print(f"predict without OOD (interleaved)   {fmt(timed[False])}")
+            print(f"  OOD cost: median {with_med * 1e3:.2f} ms with vs {without_med * 1e3:.2f} ms without, "
+                  f"ratio {with_med / without_med:.3f}; median paired difference {statistics.median(diffs) * 1e3:+.2f} ms")
+
+    explain_times = time_calls(lambda: classifier.explain(image, top_k=5, cam_classes=3), args.runs, args.warmup)
+    print(f"explain (predict + top-3 Grad-CAM)  {fmt(explain_times)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""Command line: ``python -m flowerdemo predict [options] PATH...``.
+
+Files and folders (searched recursively) are classified in batches; unreadable files are reported and skipped
+without spoiling the rest of their batch. Exit status: 0 all classified, 1 some files failed, 2 usage error or
+the model could not be loaded. Results go to stdout (a table, JSON lines or CSV); progress and errors to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+PROG = "python -m flowerdemo"
+
+
+class UsageError(Exception):
+    """A problem with the command line or the model: reported on stderr, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Result:
+    file: str
+    prediction: object | None = None  # flowerdemo.predict.Prediction
+    error: str | None = None
+
+
+# --- command line ---------------------------------------------------------------------------------------------
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def sha256_digest(text: str) -> str:
+    digest = text.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise argparse.ArgumentTypeError(f"expected 64 hex digits, got {text!r}")
+    return digest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Recognise Oxford Flowers-102 species in photos.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_predict_command(commands)
+    return parser
+
+
+def add_predict_command(commands) -> None:
+    parser = commands.add_parser("predict", help="classify image files or folders",
+                                 description="Classify images; folders are searched recursively.")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="classes per image (default 5)")
+    parser.add_argument("--model", default=None,
+                        help="model.pt, model folder, hf://owner/repo[@rev] or owner/repo "
+                             "(default: $FLOWERDEMO_MODEL, else the bundled weights/)")
+    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit (default: $FLOWERDEMO_MODEL_REVISION)")
+    parser.add_argument("--sha256", type=sha256_digest, default=None,
+                        help="refuse the model file unless its SHA-256 is this (default: $FLOWERDEMO_MODEL_SHA256)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", dest="format", action="store_const", const="json", help="one JSON object per line")
+    output.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV with a header row")
+    parser.set_defaults(format="table", handler=run_predict)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits 2
+    try:
+        return args.handler(args)
+    except UsageError as error:
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SOME_FAILED
+
+
+# --- predict --------------------------------------------------------------------------------------------------
+
+def run_predict(args: argparse.Namespace) -> int:
+    files = collect_files(args.paths)
+    classifier = load_classifier(args.model, args.revision, args.sha256)
+    writer = make_writer(args.format, sys.stdout, files)
+    failed = report(classify(classifier, files, args.batch_size, args.top_k), len(files), writer)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def collect_files(paths: Sequence[str]) -> list[str]:
+    """Files as given, folders expanded to their images (recursive, sorted). Missing paths are kept: they
+    become per-file errors, like any other unreadable input."""
+    from .data import list_images
+
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = list_images(path)
+            if not found:
+                print(f"warning: no images found in folder {path}", file=sys.stderr)
+            files.extend(found)
+        else:
+            files.append(path)
+    if not files:
+        raise UsageError("no images to classify (folders are searched for .jpg, .png, .webp, .gif, .bmp, .tif)")
+    return files
+
+
+def load_classifier(model: str | None, revision: str | None, sha256: str | None):
+    from .artifact import ModelLoadError
+    from .predict import FlowerClassifier
+
+    try:
+        return FlowerClassifier.load(model, revision=revision, sha256=sha256)
+    except (ModelLoadError, OSError) as error:
+        raise UsageError(f"cannot load the model: {error}") from None
+
+
+def classify(classifier, files: Sequence[str], batch_size: int, top_k: int) -> Iterator[Result]:
+    """Results in input order, one batch at a time."""
+    for start in range(0, len(files), batch_size):
+        yield from classify_batch(classifier, files[start:start + batch_size], top_k)
+
+
+def classify_batch(classifier, files: Sequence[str], top_k: int) -> list[Result]:
+    loaded = [read_image(path) for path in files]
+    good = [image for image in loaded if not isinstance(image, Result)]
+    predictions = iter(classifier.predict_batch(good, top_k) if good else [])
+    return [image if isinstance(image, Result) else Result(path, next(predictions))
+            for path, image in zip(files, loaded)]
+
+
+def read_image(path: str):
+    """The image, or a failed :class:`Result` saying why it cannot be read."""
+    from .preprocess import InvalidImageError, load_image
+
+    try:
+        return load_image(path)
+    except InvalidImageError as error:
+        return Result(path, error=str(error))
+    except Exception as error:  # noqa: BLE001 -- one odd file must not stop a run over thousands
+        return Result(path, error=f"unexpected error reading the image ({type(error).__name__}: {error})")
+
+
+def report(results: Iterator[Result], total: int, writer) -> int:
+    """Write each result, with a tqdm bar on stderr (when it is a terminal); the number of failed files."""
+    from tqdm import tqdm
+
+    failed = 0
+    with tqdm(total=total, unit="img", file=sys.stderr, disable=None, leave=False) as bar:
+        for result in results:
+            with tqdm.external_write_mode(file=sys.stdout):  # keep the bar off the result lines
+                writer(result)
+            bar.update(1)
+            failed += result.error is not None
+    return failed
+
+
+# --- output ---------------------------------------------------------------------------------------------------
+
+def make_writer(fmt: str, stream, files: Sequence[str]):
+    if fmt == "json":
+        return lambda result: print(json.dumps(result_dict(result)), file=stream, flush=True)
+    if fmt == "csv":
+        return csv_writer(stream)
+    return table_writer(stream, files)
+
+
+def result_dict(result: Result) -> dict:
+    if result.error is not None:
+        return {"file": result.file, "error": result.error}
+    return {"file": result.file, **result.prediction.to_dict()}
+
+
+CSV_COLUMNS = ("file", "label", "prob", "is_flower", "ood_score", "error")
+
+
+def csv_writer(stream):
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+
+    def write(result: Result) -> None:
+        if result.error is not None:
+            writer.writerow([result.file, "", "", "", "", result.error])
+        else:
+            data = result.prediction.to_dict()
+            top = data["top_k"][0]
+            flower = {True: "true", False: "false", None: ""}[data["is_flower"]]
+            score = "" if data["ood_score"] is None else data["ood_score"]
+            writer.writerow([result.file, top["label"], top["prob"], flower, score, ""])
+        stream.flush()
+
+    return write
+
+
+def table_writer(stream, files: Sequence[str]):
+    width = min(max(len("file"), *(len(f) for f in files)), 60)
+    print(f"{'file':{width}}  {'prediction':28}  {'prob':>6}  {'flower?':7}  others", file=stream)
+
+    def write(result: Result) -> None:
+        name = result.file if len(result.file) <= width else "..." + result.file[-(width - 3):]
+        if result.error is not None:
+            line = f"{name:{width}}  ERROR: {result.error}"
+        else:
+            line = f"{name:{width}}  {table_cells(result.prediction)}"
+        print(line, file=stream, flush=True)
+
+    return write
+
+
+def table_cells(prediction) -> str:
+    label, prob = prediction.top_k[0]
+    flower = {True: "yes", False: "NO", None: "?"}[prediction.is_flower]
+    others = ", ".join(f"{name} {p:.1%}" for name, p in prediction.top_k[1:])
+    return f"{label[:28]:28}  {prob:6.1%}  {flower:7}  {others}"

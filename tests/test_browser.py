@@ -1,0 +1,183 @@
+"""End-to-end: the real app in headless Chromium (Playwright, sync API).
+
+Needs ``pip install playwright`` and Debian's ``/usr/bin/chromium`` (Playwright's own browser download is not
+used). Serves the bundled ``weights/`` (or the tiny test model if they are missing) in-process on a free port.
+``FLOWERDEMO_UPDATE_SCREENSHOT=1`` writes the desktop screenshot to ``docs/screenshot.png``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("FLOWERDEMO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+EXAMPLES = ROOT / "examples"
+TIMEOUT_MS = 45_000
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+pytestmark = [
+    pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install playwright)"),
+    pytest.mark.skipif(not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)),
+                       reason=f"{CHROMIUM} not found (apt-get install -y chromium)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class CountingClassifier:
+    """The real classifier, counting explain() calls: one photo must run the model once, not once per event."""
+
+    def __init__(self, classifier):
+        self._classifier = classifier
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._classifier, name)
+
+    def explain(self, *args, **kwargs):
+        self.calls += 1
+        return self._classifier.explain(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def served(request):
+    from flowerdemo.predict import FlowerClassifier
+    from flowerdemo.ui import build_demo, launch_kwargs
+
+    bundled = ROOT / "weights" / "model.pt"
+    model_path = str(bundled) if bundled.is_file() else str(request.getfixturevalue("tiny_model_dir"))
+    classifier = CountingClassifier(FlowerClassifier.load(model_path))
+    demo = build_demo(classifier)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **launch_kwargs())
+    try:
+        yield f"http://127.0.0.1:{port}/", classifier
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _wait_for_result(page, cams: int = 3) -> None:
+    expect(page.locator("#fd-verdict h3")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("#fd-label .confidence-set").first).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("#fd-cams img")).to_have_count(cams, timeout=TIMEOUT_MS)
+
+
+def _wait_for_images(page) -> None:
+    """Gradio keeps a connection open, so "networkidle" never comes: wait for the pictures themselves."""
+    page.locator("#fd-references").scroll_into_view_if_needed()
+    page.wait_for_function("""() => Array.from(document.querySelectorAll('#fd-cams img, #fd-references img'))
+        .every(img => img.complete && img.naturalWidth > 0)""", timeout=TIMEOUT_MS)
+    page.evaluate("window.scrollTo(0, 0)")
+
+
+def _ran_once(page, classifier, before: int) -> None:
+    page.wait_for_timeout(800)  # a duplicate event would be sent right after the first one finishes
+    assert classifier.calls == before + 1, f"the model ran {classifier.calls - before} times for one photo"
+
+
+def test_upload_shows_label_gradcam_and_references(browser, served, tmp_path):
+    app_url, classifier = served
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    first_cam = page.locator("#fd-cams img").first
+    for name in ("rose.jpg", "sunflower.jpg"):  # the second upload replaces a photo
+        before = classifier.calls
+        previous = first_cam.get_attribute("src") if first_cam.count() else None
+        page.locator("#fd-image input[type=file]").set_input_files(str(EXAMPLES / name))
+        if previous:
+            expect(first_cam).not_to_have_attribute("src", previous, timeout=TIMEOUT_MS)
+        _wait_for_result(page)
+        _ran_once(page, classifier, before)
+
+    assert 1 <= page.locator("#fd-label .confidence-set").count() <= 5
+    captions = page.locator("#fd-cams .caption-label").all_inner_texts()
+    assert len(captions) == 3 and all(" — " in c and c.endswith("%") for c in captions)
+    expect(page.locator("#fd-references img").first).to_be_visible()
+
+    # The opacity slider re-renders the overlays without re-running the model.
+    calls = classifier.calls
+    before = first_cam.get_attribute("src")
+    number = page.locator("#fd-opacity input[type=number]")
+    number.fill("1")
+    number.press("Enter")
+    expect(first_cam).not_to_have_attribute("src", before, timeout=TIMEOUT_MS)
+    assert classifier.calls == calls
+
+    # The model panel is filled by the page-load event.
+    page.get_by_text("About the model").click()
+    expect(page.locator("#fd-model-info")).to_contain_text("classes", timeout=TIMEOUT_MS)
+    expect(page.locator("#fd-model-info")).to_contain_text("temperature")
+
+    # Back to the default opacity for the picture, then let the overlay images finish loading.
+    strong = first_cam.get_attribute("src")
+    number.fill("0.5")
+    number.press("Enter")
+    expect(first_cam).not_to_have_attribute("src", strong or "", timeout=TIMEOUT_MS)
+    number.blur()
+    _wait_for_images(page)
+    update = os.environ.get("FLOWERDEMO_UPDATE_SCREENSHOT") == "1"
+    target = ROOT / "docs" / "screenshot.png" if update else tmp_path / "screenshot.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(target), full_page=True)
+    assert target.stat().st_size > 10_000
+    page.close()
+
+
+def test_phone_width_has_no_horizontal_overflow(browser, served, tmp_path):
+    app_url, classifier = served
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    # Clicking an example is how most phone visitors start; it must run the model too.
+    before = classifier.calls
+    page.get_by_role("button", name="Rose", exact=True).click()
+    _wait_for_result(page)
+    _ran_once(page, classifier, before)
+    _wait_for_images(page)
+
+    overflow = page.evaluate("""() => {
+        const width = document.documentElement.clientWidth;
+        const offenders = [];
+        for (const el of document.querySelectorAll('body *')) {
+            const box = el.getBoundingClientRect();
+            const style = getComputedStyle(el);
+            if (box.width === 0 || style.visibility === 'hidden' || style.display === 'none') continue;
+            if (box.right > width + 1 || box.left < -1) {
+                offenders.push(`${el.tagName.toLowerCase()}#${el.id}.${String(el.className).slice(0, 40)} ` +
+                               `[${Math.round(box.left)}, ${Math.round(box.right)}]`);
+            }
+        }
+        return {scrollWidth: document.documentElement.scrollWidth, width, offenders: offenders.slice(0, 10)};
+    }""")
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+    assert overflow["scrollWidth"] <= overflow["width"], overflow
+    assert not overflow["offenders"], overflow
+    context.close()

@@ -1,0 +1,304 @@
+"""Fast tests of the Gradio adapter: callbacks called directly, the API surface, lazy loading, bundled assets."""
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from flowerdemo import ui
+from flowerdemo.predict import NOT_A_FLOWER_MESSAGE, Explanation, FlowerClassifier, Prediction
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "sunflower.jpg"
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tiny_model_dir):
+    return FlowerClassifier.load(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def classify(tiny_classifier):
+    return ui.make_classify(ui.LazyModel(lambda: tiny_classifier))
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_classifier):
+    return ui.build_demo(lambda: tiny_classifier)
+
+
+class FakeClassifier:
+    """Returns a fixed prediction, so verdicts can be tested without depending on what a model predicts."""
+
+    def __init__(self, is_flower, probabilities=(0.6, 0.3, 0.1), names=("sunflower", "rose", "zz unknown")):
+        self.is_flower, self.probabilities, self.names = is_flower, probabilities, names
+
+    def explain(self, image, top_k=5, cam_classes=3):
+        from flowerdemo.preprocess import load_image
+
+        picture = load_image(image).resize((224, 224))
+        prediction = Prediction(top_k=tuple(zip(self.names, self.probabilities)), class_indices=(0, 1, 2),
+                                is_flower=self.is_flower, ood_score=None if self.is_flower is None else 0.9)
+        return Explanation(prediction, picture, np.random.default_rng(0).random((cam_classes, 7, 7)).astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------------------------- callbacks
+
+
+def test_classify_example_returns_label_verdict_overlays_and_references(classify):
+    label, verdict, overlays, references, state = classify(str(EXAMPLE), 0.5)
+    assert set(label) == {"pink primrose", "sunflower", "rose"}  # the tiny model has 3 classes
+    assert abs(sum(label.values()) - 1.0) < 1e-4
+    assert isinstance(verdict, str) and verdict.startswith("###")
+    assert len(overlays) == 3
+    for (picture, caption), (name, probability) in zip(overlays, sorted(label.items(), key=lambda kv: -kv[1])):
+        assert isinstance(picture, Image.Image) and picture.size == (224, 224)
+        assert caption == f"{name} — {ui.percent(probability)}"
+    # Reference photos are looked up by class name: all three tiny classes are among the bundled 102.
+    assert [caption.split(". ", 1)[1] for _, caption in references] == [n for n, _ in
+                                                                         sorted(label.items(), key=lambda kv: -kv[1])]
+    assert all(Path(path).is_file() for path, _ in references)
+    assert state["classes"] == 3 and state["references"] is True
+
+
+def test_classify_accepts_gradio_payloads(classify):
+    """With preprocess=False the callback receives Gradio's FileData dict, or a data: URL for pasted images."""
+    by_path = classify({"path": str(EXAMPLE), "url": None, "orig_name": "sunflower.jpg"}, 0.5)
+    data_url = "data:image/jpeg;base64," + base64.b64encode(EXAMPLE.read_bytes()).decode()
+    by_url = classify({"path": None, "url": data_url}, 0.5)
+    assert by_path[0] == pytest.approx(by_url[0])
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"this is not an image", "not an image"),
+    (b"", "empty"),
+    (EXAMPLE.read_bytes()[:2000], "corrupt or truncated"),
+])
+def test_unreadable_upload_is_a_gr_error_with_the_core_message(classify, tmp_path, content, message):
+    bad = tmp_path / "upload.jpg"
+    bad.write_bytes(content)
+    with pytest.raises(gr.Error) as caught:
+        classify(str(bad), 0.5)
+    assert message in caught.value.message
+
+
+def test_missing_image_and_bad_opacity_are_gr_errors(classify):
+    with pytest.raises(gr.Error, match="Add a photo"):
+        classify(None, 0.5)
+    with pytest.raises(gr.Error, match="opacity"):
+        classify(str(EXAMPLE), 1.5)
+
+
+def test_model_load_failure_is_reported_not_raised(tmp_path):
+    from flowerdemo.artifact import ModelLoadError
+
+    def broken():
+        raise ModelLoadError("model file not found: /nowhere/model.pt")
+
+    model = ui.LazyModel(broken)
+    with pytest.raises(gr.Error, match="could not be loaded.*nowhere"):
+        ui.make_classify(model)(str(EXAMPLE), 0.5)
+    assert "could not be loaded" in ui.make_model_info(model)()
+
+
+def test_rejected_photo_says_not_a_flower_and_keeps_guesses_marked_unlikely():
+    classify = ui.make_classify(ui.LazyModel(lambda: FakeClassifier(is_flower=False)))
+    label, verdict, overlays, references, state = classify(str(EXAMPLE), 0.5)
+    assert "Not one of the 102 flowers" in verdict and NOT_A_FLOWER_MESSAGE in verdict
+    assert "unlikely" in verdict
+    assert list(label) == ["sunflower", "rose", "zz unknown"]  # guesses stay visible
+    style, references_style = ui.label_style(state)
+    assert "fd-unlikely" in style["elem_classes"]
+    assert "unlikely" in style["label"]
+    assert references_style["visible"] is True
+    # A class without a bundled reference photo is simply left out.
+    assert [caption for _, caption in references] == ["1. sunflower", "2. rose"]
+    # The on-change path applies the same styling in the same step.
+    update = ui.make_auto_classify(classify)(str(EXAMPLE), 0.5)[0]
+    assert update["value"] == label and "fd-unlikely" in update["elem_classes"]
+
+
+@pytest.mark.parametrize("is_flower, probabilities, heading", [
+    (True, (0.6, 0.3, 0.1), "### Sunflower"),
+    (True, (0.3, 0.2, 0.1), "### Maybe sunflower?"),
+    (None, (0.6, 0.3, 0.1), "### Sunflower"),
+])
+def test_accepted_verdicts(is_flower, probabilities, heading):
+    classify = ui.make_classify(ui.LazyModel(lambda: FakeClassifier(is_flower, probabilities)))
+    label, verdict, _, _, state = classify(str(EXAMPLE), 0.5)
+    assert verdict.startswith(heading)
+    assert "Not one of" not in verdict
+    assert ("no \"not a flower\" check" in verdict) == (is_flower is None)
+    style, _ = ui.label_style(state)
+    assert style["elem_classes"] == [] and "unlikely" not in style["label"]
+
+
+def test_opacity_rerenders_the_overlays(classify):
+    state = classify(str(EXAMPLE), 0.5)[-1]
+    faint, strong = ui.rerender(state, 0.0), ui.rerender(state, 1.0)
+    assert len(faint) == len(strong) == 3
+    assert np.array_equal(np.asarray(faint[0][0]), np.asarray(state["view"]))  # opacity 0 is the photo itself
+    assert not np.array_equal(np.asarray(faint[0][0]), np.asarray(strong[0][0]))
+    assert ui.rerender(None, 0.5) is not None  # nothing classified yet: a skip, not an error
+
+
+def test_clearing_the_image_clears_the_outputs(classify):
+    label, verdict, overlays, references, state = ui.make_auto_classify(classify)(None, 0.5)
+    assert label["value"] is None and verdict == "" and overlays == [] and state is None
+
+
+def test_lazy_model_loads_once_across_threads():
+    calls = []
+    barrier = threading.Barrier(8)
+
+    def loader():
+        calls.append(1)
+        return object()
+
+    model = ui.LazyModel(loader)
+    results = []
+
+    def worker():
+        barrier.wait()
+        results.append(model())
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and len({id(r) for r in results}) == 1 and model.loaded
+
+
+def test_model_panel(tiny_classifier, tiny_model_dir):
+    text = ui.model_markdown(tiny_classifier)
+    assert "3 classes" in text and "tf_efficientnet_lite0" in text
+    assert "top-1 **50.0%**" in text  # metrics["test"]["top1"] of the tiny artifact
+    assert "T = 1.5" in text
+    assert "knn_cosine" in text and "0.9" in text and "(k = 3)" in text
+    assert "SHA-256" in text
+
+
+# ---------------------------------------------------------------------------------------------------- API config
+
+
+def test_only_classify_is_exposed_and_its_first_output_is_the_label(demo):
+    info = demo.get_api_info()
+    assert list(info["named_endpoints"]) == ["/classify"]
+    assert not info["unnamed_endpoints"]
+    endpoint = info["named_endpoints"]["/classify"]
+    assert [p["component"] for p in endpoint["parameters"]] == ["Image", "Slider"]
+    assert endpoint["parameters"][0]["python_type"]["type"] == "filepath"
+    assert endpoint["returns"][0]["component"] == "Label"
+    # Nothing else is callable by clients either ("undocumented" would still be callable).
+    everything = demo.get_api_info(all_endpoints=True)
+    assert list(everything["named_endpoints"]) == ["/classify"]
+    public = [fn for fn in demo.fns.values() if fn.api_visibility != "private"]
+    assert [fn.api_name for fn in public] == ["classify"]
+
+
+def test_image_input_sources_and_queue(demo, monkeypatch):
+    image = next(block for block in demo.blocks.values() if isinstance(block, gr.Image))
+    assert set(image.sources) == {"upload", "clipboard", "webcam"}
+    label = next(block for block in demo.blocks.values() if isinstance(block, gr.Label))
+    assert label.num_top_classes == ui.TOP_K
+    assert demo._queue.default_concurrency_limit == ui.DEFAULT_CONCURRENCY
+    assert demo._queue.max_size == ui.DEFAULT_QUEUE_SIZE
+    monkeypatch.setenv(ui.ENV_CONCURRENCY, "3")
+    monkeypatch.setenv(ui.ENV_QUEUE_SIZE, "5")
+    rebuilt = ui.build_demo(FakeClassifier(True))
+    assert rebuilt._queue.default_concurrency_limit == 3 and rebuilt._queue.max_size == 5
+
+
+def test_launch_kwargs_are_accepted_by_launch(monkeypatch):
+    kwargs = ui.launch_kwargs()
+    accepted = inspect.signature(gr.Blocks.launch).parameters
+    assert set(kwargs) <= set(accepted)
+    assert kwargs["max_file_size"] == "20mb" and kwargs["css"] == ui.CSS
+    assert isinstance(kwargs["theme"], gr.themes.Base)
+    monkeypatch.setenv(ui.ENV_MAX_FILE_SIZE, "5000000")
+    assert ui.launch_kwargs()["max_file_size"] == 5_000_000
+    monkeypatch.setenv(ui.ENV_MAX_FILE_SIZE, "2 MB")
+    assert ui.launch_kwargs()["max_file_size"] == "2mb"
+    monkeypatch.setenv(ui.ENV_MAX_FILE_SIZE, "lots")
+    with pytest.raises(ValueError, match=ui.ENV_MAX_FILE_SIZE):
+        ui.launch_kwargs()
+
+
+def test_launched_app_limits_uploads_and_exposes_only_classify(monkeypatch):
+    import socket
+
+    import httpx
+
+    monkeypatch.setenv(ui.ENV_MAX_FILE_SIZE, "1kb")
+    demo = ui.build_demo(FakeClassifier(True))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **ui.launch_kwargs())
+    try:
+        url = f"http://127.0.0.1:{port}"
+        upload = f"{url}/gradio_api/upload"
+        too_big = httpx.post(upload, files={"files": ("big.jpg", b"x" * 5000, "image/jpeg")}, timeout=30)
+        small = httpx.post(upload, files={"files": ("small.jpg", b"x" * 500, "image/jpeg")}, timeout=30)
+        assert too_big.status_code == 413 and small.status_code == 200
+        config = httpx.get(f"{url}/config", timeout=30).json()
+        assert config["max_file_size"] == 1024 and ".fd-gallery" in config["css"]
+        public = [d for d in config["dependencies"] if d.get("api_visibility") != "private"]
+        assert [d["api_name"] for d in public] == ["classify"]
+    finally:
+        demo.close()
+
+
+def test_importing_app_does_not_load_the_model():
+    """A model that cannot be loaded must not break `import app`: loading waits for the first request."""
+    code = ("import sys, app; "
+            "assert not app.demo.flowerdemo_model.loaded; "
+            "assert 'flowerdemo.predict' not in sys.modules, 'import pulled in the model code'; "
+            "print('ok')")
+    env = dict(os.environ, FLOWERDEMO_MODEL=str(ROOT / "no-such-model"), GRADIO_ANALYTICS_ENABLED="False")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+# ---------------------------------------------------------------------------------------------------- assets
+
+
+def test_reference_thumbnails_cover_every_class_and_stay_small():
+    classes_file = ROOT.parent / "shared" / "data" / "flowers102" / "classes.json"
+    index = ui.reference_index()
+    assert len(index) == 102
+    if classes_file.is_file():
+        assert set(index) == set(json.loads(classes_file.read_text()))
+    total = 0
+    for path in index.values():
+        with Image.open(path) as picture:
+            assert picture.format == "JPEG" and 80 <= min(picture.size) <= 112
+        total += Path(path).stat().st_size
+    assert total < 2_000_000
+    assert ui.reference_items(["no such flower"]) == []
+
+
+def test_examples_are_small_readable_and_include_non_flowers():
+    from flowerdemo.preprocess import load_image
+
+    files = ui.example_files()
+    assert len(files) >= 8
+    assert sum(f.stem.startswith("not_a_flower") for f in files) == 2
+    assert files[-1].stem.startswith("not_a_flower")  # flowers first
+    for path in files:
+        assert min(load_image(path).size) <= 288
+    assert ui.example_label(ROOT / "examples" / "not_a_flower_dog.jpg") == "Dog (not a flower)"
+    assert ui.example_label(ROOT / "examples" / "passion_flower.jpg") == "Passion flower"
