@@ -70,6 +70,35 @@ def load_split(root: str | os.PathLike, split: str, limit_per_class: int | None 
     return samples, class_names
 
 
+def split_by_class(samples: list[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """Deterministically move the first ``round(fraction * n)`` images of each class (in path order) to the
+    first list; the rest stay in the second. Stratified, seedless, identical in the trainer and the exporter."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"the fraction of val moved to training must be in [0, 1), got {fraction}")
+    by_class: dict[int, list[Sample]] = {}
+    for sample in sorted(samples, key=lambda s: s.path):
+        by_class.setdefault(sample.label, []).append(sample)
+    moved, kept = [], []
+    for label in sorted(by_class):
+        members = by_class[label]
+        count = min(int(round(fraction * len(members))), len(members) - 1)  # always keep one for selection
+        moved += members[:count]
+        kept += members[count:]
+    return moved, kept
+
+
+def training_and_selection_samples(data_path, train_split: str = "train", val_split: str = "val",
+                                   val_fraction_for_training: float = 0.0, limit_per_class: int | None = None):
+    """(training samples, selection samples, class names): the val images used for model selection,
+    calibration and the OOD threshold are never trained on, whatever ``val_fraction_for_training`` moves."""
+    train_samples, class_names = load_split(data_path, train_split, limit_per_class)
+    val_samples, val_class_names = load_split(data_path, val_split, limit_per_class)
+    if val_class_names != class_names:
+        raise DatasetLayoutError(f"{train_split} and {val_split} splits name different classes")
+    moved, selection = split_by_class(val_samples, val_fraction_for_training) if val_fraction_for_training else ([], val_samples)
+    return train_samples + moved, selection, class_names
+
+
 def _flowers102_split(root: Path, split: str) -> tuple[list[Sample], list[str]]:
     class_names = json.loads((root / "classes.json").read_text())
     with open(root / "labels.csv", newline="") as handle:

@@ -21,7 +21,7 @@ from torch import nn
 from . import __version__
 from .artifact import MODEL_FILE, ModelMetadata, OODRule, quiet_torchscript, save_artifact
 from .calibration import fit_temperature
-from .data import DEFAULT_DATA_PATH, DEFAULT_NONFLOWER_PATH, list_images, load_split
+from .data import DEFAULT_DATA_PATH, DEFAULT_NONFLOWER_PATH, list_images, training_and_selection_samples
 from .ood import OOD_SCORES, normalize, ood_scores, threshold_at_acceptance
 from .metrics import roc_auc
 from .preprocess import PreprocessConfig
@@ -95,8 +95,10 @@ def main(args) -> dict:
     backbone, class_names, training_args, preprocess, checkpoint = load_checkpoint_backbone(args.checkpoint)
     plain = script_model(backbone)
 
-    train_samples, _ = load_split(args.data_path, training_args.get("train_split", "train"), args.limit_per_class)
-    val_samples, _ = load_split(args.data_path, training_args.get("val_split", "val"), args.limit_per_class)
+    # The k-NN bank holds what the network trained on; calibration uses only val images it never trained on.
+    train_samples, val_samples, _ = training_and_selection_samples(
+        args.data_path, training_args.get("train_split", "train"), training_args.get("val_split", "val"),
+        training_args.get("val_fraction_for_training", 0.0), args.limit_per_class)
     nonflowers = list_images(args.nonflowers_path)
     nonflower_fit, nonflower_holdout = nonflowers[0::2], nonflowers[1::2]
 

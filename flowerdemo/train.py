@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import __version__
-from .data import DEFAULT_DATA_PATH, ImageListDataset, load_split
+from .data import DEFAULT_DATA_PATH, ImageListDataset, training_and_selection_samples
 from .engine import collect_logits
 from .metrics import topk_accuracy
 from .models import ARCHITECTURES, create_model, freeze_stem_and_stages
@@ -36,6 +36,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         help="Flowers-102 folder (labels.csv, classes.json, images/) or ImageFolder root with train/ and val/")
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--val-split", default="val", help="model selection happens on this split only")
+    parser.add_argument("--val-fraction-for-training", type=float, default=0.0,
+                        help="also train on this fraction of each val class (stratified, deterministic); selection, "
+                             "calibration and the OOD threshold then use only the rest of val")
     parser.add_argument("--output-dir", default="runs/lite0", help="checkpoints and logs go here")
     parser.add_argument("--arch", default="tf_efficientnet_lite0", choices=sorted(ARCHITECTURES))
     parser.add_argument("--no-pretrained", action="store_true", help="start from random weights (tests only)")
@@ -60,6 +63,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:0 ...")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", default="", help="checkpoint.pth to continue from")
+    parser.add_argument("--init-from", default="", help="start from the weights of an earlier run's model_best.pth "
+                                                        "(fresh optimizer and schedule: a second fine-tuning stage)")
     parser.add_argument("--eval-every", type=int, default=2, help="validate every N epochs (and always the last)")
     return parser
 
@@ -138,10 +143,8 @@ def evaluate(model, loader, device, desc: str = "val") -> dict:
 
 
 def make_loaders(args, preprocess: PreprocessConfig):
-    train_samples, class_names = load_split(args.data_path, args.train_split, args.limit_per_class)
-    val_samples, val_class_names = load_split(args.data_path, args.val_split, args.limit_per_class)
-    if val_class_names != class_names:
-        raise ValueError(f"{args.train_split} and {args.val_split} splits name different classes")
+    train_samples, val_samples, class_names = training_and_selection_samples(
+        args.data_path, args.train_split, args.val_split, args.val_fraction_for_training, args.limit_per_class)
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = DataLoader(
         ImageListDataset(train_samples, train_transform(preprocess, args.train_crop, args.min_scale, args.augment)),
@@ -178,6 +181,9 @@ def main(args) -> dict:
 
     model = create_model(args.arch, len(class_names), pretrained=not args.no_pretrained, drop_rate=args.drop_rate,
                          drop_path_rate=args.drop_path, preprocess=preprocess)
+    if args.init_from:
+        model.load_state_dict(torch.load(args.init_from, map_location="cpu", weights_only=False)["model"])
+        print(f"initialised from {args.init_from}")
     frozen = freeze_stem_and_stages(model, args.freeze_stages)
     model.to(device)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)

@@ -87,11 +87,39 @@ class LazyModel:
         return model
 
 
+def preload_in_background(model: "LazyModel") -> threading.Thread:
+    """Load the model while the server starts; a failure is printed once and reported again to each request."""
+    from .artifact import ModelLoadError
+
+    def load():
+        try:
+            model()
+        except ModelLoadError as error:
+            print(f"flowerdemo: the model could not be loaded: {error}", flush=True)
+
+    thread = threading.Thread(target=load, name="load-model", daemon=True)
+    thread.start()
+    return thread
+
+
 def default_loader():
     """The bundled ``weights/``, or whatever ``FLOWERDEMO_MODEL`` (+ ``_REVISION``, ``_SHA256``) names."""
     from .predict import FlowerClassifier
 
+    configure_torch_threads()
     return FlowerClassifier.load()
+
+
+def configure_torch_threads() -> int:
+    """Share the cores between the requests that run at once: with 2 cores and 2 concurrent requests, 2 torch
+    threads each made /classify 2.5-4x slower than 1 (benchmarks/bench_app.py). OMP_NUM_THREADS still wins."""
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    threads = max(1, (os.cpu_count() or 1) // concurrency_limit())
+    torch.set_num_threads(threads)
+    return threads
 
 
 def _as_lazy(classifier_loader) -> LazyModel:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+# Gradio names cached files by content hash and a closing app deletes the files it created, so apps in other
+# processes sharing /tmp/gradio would lose theirs (403s): every test session gets its own cache.
+os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="flowerdemo-gradio-"))
 
 TINY_CLASSES = ("pink primrose", "sunflower", "rose")
 
