@@ -296,7 +296,7 @@ def model_markdown(classifier, top_k: int = TOP_K, cam_classes: int = CAM_CLASSE
                 "are rejected")
         ood_test = meta.metrics.get("ood_test") if isinstance(meta.metrics, dict) else None
         if isinstance(ood_test, dict) and isinstance(ood_test.get("nonflowers_rejected"), (int, float)):
-            text += f" (on test photos: rejects {percent(ood_test['nonflowers_rejected'])} of non-flowers"
+            text += f" (measured on held-out photos: rejects {percent(ood_test['nonflowers_rejected'])} of non-flowers"
             if isinstance(ood_test.get("flowers_rejected"), (int, float)):
                 text += f" and {percent(ood_test['flowers_rejected'])} of flowers"
             text += ")"
