@@ -10,6 +10,17 @@ def _percent(value) -> str:
     return "n/a" if value is None else f"{value:.2%}"
 
 
+def _data_sentence(args: dict) -> str:
+    fraction = float(args.get("val_fraction_for_training") or 0.0)
+    stage = (f"This is a second fine-tuning stage, started from `{args['init_from']}` (a first stage trained on "
+             "`train` only). " if args.get("init_from") else "")
+    if fraction:
+        return (f"{stage}Trained on the 1,020 `train` images plus the first {fraction:.0%} of each class of `val` "
+                f"(in file order); model selection, the temperature and the OOD threshold use only the other "
+                f"{1 - fraction:.0%} of `val`, never trained on.")
+    return f"{stage}Trained on the 1,020 `train` images; model and epoch selected on the 1,020 `val` images."
+
+
 def render_model_card(metadata: ModelMetadata) -> str:
     metrics = metadata.metrics
     test, val = metrics.get("test") or {}, metrics.get("val") or {}
@@ -71,8 +82,8 @@ Resize the short side to {pre.resize} px ({pre.interpolation}, on the PIL image)
 [0, 1], normalise with mean {list(pre.mean)} and std {list(pre.std)}. All of it is in `flowerdemo.json`.
 
 ## Training data and recipe
-Oxford Flowers-102 (Nilsback & Zisserman, 2008), official split: trained on the 1,020 `train` images, model and
-epoch selected on the 1,020 `val` images, reported on the 6,149 `test` images. Fine-tuned from TF
+Oxford Flowers-102 (Nilsback & Zisserman, 2008), official split. {_data_sentence(args)} Reported on the 6,149
+`test` images, which played no part in training, selection, calibration or thresholds. Fine-tuned from TF
 EfficientNet-Lite ImageNet weights: {args.get('epochs', '?')} epochs, SGD (nesterov, lr {args.get('lr', '?')}, head x{args.get('head_lr_scale', '?')}),
 cosine schedule, label smoothing {args.get('label_smoothing', '?')}, train crop {args.get('train_crop', '?')} px,
 {args.get('augment', '?')} augmentation, stem and first {args.get('freeze_stages', '?')} stages frozen. Full arguments are in
@@ -91,7 +102,7 @@ to choose the score, the other half is held out for the numbers above.
 
 ## Limitations
 - 102 species only; a flower outside them is often named as a similar-looking species with high confidence.
-- Trained on 10 photos per species: unusual angles, close-ups of leaves, drawings or heavy filters are less reliable.
+- Trained on 10-15 photos per species: unusual angles, close-ups of leaves, drawings or heavy filters are less reliable.
 - The "not a flower" rule was calibrated on a few hundred everyday photos; plants that are not among the 102
   species, and flower-like objects (fabric prints, paintings) are the likeliest to get through.
 - Probabilities are calibrated on the validation split (temperature scaling); they are not guarantees.
