@@ -208,8 +208,38 @@ def render_overlays(state: dict | None, opacity: float) -> list:
     if not state:
         return []
     opacity = min(1.0, max(0.0, float(opacity)))
-    return [(overlay(state["view"], heatmap, opacity), caption)
+    return [(cache_image(overlay(state["view"], heatmap, opacity)), caption)
             for heatmap, caption in zip(state["heatmaps"], state["captions"])]
+
+
+def cache_image(image, cache_dir: str | None = None) -> str:
+    """Write an image into Gradio's cache, atomically, and return its path.
+
+    Gradio 6.31 saves returned PIL images to a content-hashed path with a plain ``write_bytes``: two requests
+    for the same photo rewrite the same file while a client may be downloading it, and that client gets a short
+    read (seen once in 500 requests of benchmarks/load_test.py). A path already in the cache is served as is
+    (and still swept by ``delete_cache``), so write it under a temporary name and rename it into place.
+    """
+    import hashlib
+    import io
+    import tempfile
+
+    from gradio.utils import get_upload_folder
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    data = buffer.getvalue()
+    folder = Path(cache_dir or get_upload_folder()) / hashlib.sha256(data).hexdigest()
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "gradcam.jpg"
+    if target.exists():
+        os.utime(target)  # delete_cache ages files by time: a re-used copy must not expire on its first schedule
+    else:
+        fd, staging = tempfile.mkstemp(dir=folder, prefix=".gradcam.")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(staging, target)
+    return str(target)
 
 
 @functools.lru_cache(maxsize=None)
