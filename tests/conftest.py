@@ -44,3 +44,20 @@ def build_tiny_artifact(folder: Path, class_names=TINY_CLASSES, with_bank: bool 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_artifact(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests use tiny inputs: one thread is as fast, and on a busy 2-core machine several times faster."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def classifier(tiny_model_dir):
+    """The tiny artifact loaded through the app's own loader."""
+    from flowerdemo.predict import FlowerClassifier
+
+    return FlowerClassifier.load(str(tiny_model_dir))

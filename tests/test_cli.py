@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from corpus import write_corpus
 from flowerdemo.cli import CSV_COLUMNS, main
@@ -17,15 +16,6 @@ from flowerdemo.cli import CSV_COLUMNS, main
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = ["exif_orientation_6", "rgba_png", "gray_l_png", "animated_gif", "cmyk_jpeg"]
 BAD = ["empty_file", "text_as_jpg", "truncated_jpeg"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Two threads on two busy cores (a training job runs beside the tests) are several times slower than one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import io
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -22,20 +21,6 @@ MODES = ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "I", "I;16", "F"]
 FORMATS = ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"]
 MAGIC = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"BM",
          b"II*\x00", b"MM\x00*", b"\x00\x00\x01\x00"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Two threads on two busy cores (a training job runs beside the tests) are several times slower than one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def classifier(tiny_model_dir):
-    return FlowerClassifier.load(str(tiny_model_dir))
 
 
 def outcome(classifier: FlowerClassifier, data: bytes) -> str:

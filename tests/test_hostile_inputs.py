@@ -5,21 +5,11 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, PngImagePlugin
 
 from corpus import CASES, ERROR_IDS, OK_IDS
-from flowerdemo.predict import FlowerClassifier, Prediction
+from flowerdemo.predict import Prediction
 from flowerdemo.preprocess import MAX_IMAGE_PIXELS, InvalidImageError, load_image
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Two threads on two busy cores (a training job runs beside the tests) are several times slower than one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +18,6 @@ def corpus_dir(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("hostile")
     return {case.id: case.path for case in write_corpus(folder)}
-
-
-@pytest.fixture(scope="module")
-def classifier(tiny_model_dir):
-    return FlowerClassifier.load(str(tiny_model_dir))
 
 
 def assert_sensible_rgb(image: Image.Image) -> None:
