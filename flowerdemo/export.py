@@ -58,16 +58,16 @@ def script_model(backbone: nn.Module, ood_bank: torch.Tensor | None = None) -> t
 
 
 def load_checkpoint_backbone(path: str | Path):
-    """(backbone, class_names, training_args) from a trainer checkpoint."""
+    """(backbone, class_names, training_args, preprocess, raw checkpoint) from a trainer checkpoint."""
     from .models import create_model
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own trainer's file
     args = checkpoint["args"]
     class_names = list(checkpoint["class_names"])
-    backbone = create_model(args["arch"], len(class_names), pretrained=False,
-                            preprocess=PreprocessConfig.from_dict(checkpoint["preprocess"]))
+    preprocess = PreprocessConfig.from_dict(checkpoint["preprocess"])
+    backbone = create_model(args["arch"], len(class_names), pretrained=False, preprocess=preprocess)
     backbone.load_state_dict(checkpoint["model"])
-    return backbone.eval(), class_names, args, PreprocessConfig.from_dict(checkpoint["preprocess"]), checkpoint
+    return backbone.eval(), class_names, args, preprocess, checkpoint
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
