@@ -413,11 +413,18 @@ def _props(update: dict) -> dict:
 
 
 def make_model_info(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_CLASSES):
+    """The page-load event filling the model panel. The panel hashes the 18 MB model file, and it cannot change
+    while the same classifier is loaded, so it is rendered once per classifier rather than on every page load."""
+    rendered: dict = {}
+
     def model_info():
         try:
-            return model_markdown(_get_model(model), top_k, cam_classes)
+            classifier = _get_model(model)
         except gr.Error as error:
             return f"**The model could not be loaded.** {error.message}"
+        if rendered.get("classifier") is not classifier:
+            rendered.update(classifier=classifier, text=model_markdown(classifier, top_k, cam_classes))
+        return rendered["text"]
 
     return model_info
 
