@@ -42,8 +42,10 @@ def positive_int(text: str) -> int:
 
 
 def sha256_digest(text: str) -> str:
+    from .hub import is_sha256_digest
+
     digest = text.strip().lower()
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    if not is_sha256_digest(digest):
         raise argparse.ArgumentTypeError(f"expected 64 hex digits, got {text!r}")
     return digest
 

@@ -103,9 +103,14 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def is_sha256_digest(text: str) -> bool:
+    """64 lowercase hex digits, the form ``sha256sum`` prints."""
+    return re.fullmatch(r"[0-9a-f]{64}", text) is not None
+
+
 def verify_sha256(path: str | os.PathLike, expected: str) -> None:
     """Refuse a model file whose bytes are not the ones the operator pinned, *before* loading it."""
-    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+    if not is_sha256_digest(expected):
         raise ModelLoadError(f"{ENV_SHA256} must be 64 hex digits, got {expected!r}")
     actual = sha256_of(path)
     if actual != expected:
