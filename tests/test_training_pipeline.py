@@ -69,6 +69,29 @@ def test_resume_continues_from_the_next_epoch(trained, capsys):
     assert [line.split(",")[0] for line in (out / "log.csv").read_text().splitlines()[1:]] == ["1", "2"]
 
 
+def test_weight_ema_is_what_gets_validated_saved_and_resumed(trained, tmp_path, capsys):
+    root = trained[0]
+
+    def run(epochs: int, *extra: str) -> dict:
+        return train.main(train.get_args_parser().parse_args([
+            "--data-path", str(root), "--output-dir", str(tmp_path), "--epochs", str(epochs), "--batch-size", "4",
+            "--train-crop", "64", "--workers", "0", "--eval-every", "1", "--model-ema-decay", "0.9", *extra]))
+
+    run(1)
+    checkpoint = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
+    shipped, raw = checkpoint["model"], checkpoint["raw_model"]
+    changed = [key for key in raw if raw[key].is_floating_point() and not torch.equal(raw[key], shipped[key])]
+    assert changed, "the averaged weights must differ from the raw ones after a few steps"
+    run(2, "--resume", str(tmp_path / "checkpoint.pth"))
+    assert "resumed from" in capsys.readouterr().out
+    assert [line.split(",")[0] for line in (tmp_path / "log.csv").read_text().splitlines()[1:]] == ["1", "2"]
+
+
+def test_invalid_ema_decay_names_the_valid_range():
+    with pytest.raises(ValueError, match=r"0 \(off\) or in \(0, 1\)"):
+        train.build_model_ema(torch.nn.Linear(2, 2), 1.5)
+
+
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
     root, out, _, _ = trained
