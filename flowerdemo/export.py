@@ -3,8 +3,9 @@
     python -m flowerdemo.export --checkpoint runs/lite0/model_best.pth --output weights
 
 Steps: script the network with ``features``/``head`` methods; fit the temperature on val; build the
-out-of-distribution rule (score chosen on val flowers vs half of the non-flower photos, threshold at 95 %
-of val flowers); evaluate on the test split with the app's own loading code; write ``model.pt``,
+out-of-distribution rule (score chosen by AUROC on val flowers vs half of the non-flower photos; the
+threshold accepts at least 95 % of val flowers and is otherwise as lenient as rejecting 95 % of those
+non-flowers allows); evaluate on the test split with the app's own loading code; write ``model.pt``,
 ``metrics.json``, plots and the model card.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from . import __version__
 from .artifact import MODEL_FILE, ModelMetadata, OODRule, quiet_torchscript, save_artifact
 from .calibration import fit_temperature
 from .data import DEFAULT_DATA_PATH, DEFAULT_NONFLOWER_PATH, list_images, training_and_selection_samples
-from .ood import OOD_SCORES, normalize, ood_scores, threshold_at_acceptance
+from .ood import OOD_SCORES, normalize, ood_scores, threshold_for_targets
 from .metrics import roc_auc
 from .preprocess import PreprocessConfig
 
@@ -79,7 +80,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         help="non-flower photos; even-numbered ones choose the OOD score, odd ones are held out")
     parser.add_argument("--ood-score", default="auto", choices=["auto", *OOD_SCORES])
     parser.add_argument("--knn-k", type=int, default=5)
-    parser.add_argument("--accept", type=float, default=0.95, help="fraction of val flowers the threshold accepts")
+    parser.add_argument("--accept", type=float, default=0.95,
+                        help="the threshold accepts at least this fraction of val flowers")
+    parser.add_argument("--reject", type=float, default=0.95,
+                        help="and, within that, is as lenient as rejecting this fraction of the fit non-flowers allows")
     parser.add_argument("--test-split", default="test", help="reported split ('' to skip)")
     parser.add_argument("--limit-per-class", type=int, default=None, help="smoke tests only")
     parser.add_argument("--workers", type=int, default=2)
@@ -112,14 +116,16 @@ def main(args) -> dict:
     for score in OOD_SCORES:
         flowers = _scores(score, val_logits, val_embeddings, temperature, bank, args.knn_k)
         others = _scores(score, fit_logits, fit_embeddings, temperature, bank, args.knn_k)
-        threshold = threshold_at_acceptance(flowers, args.accept)
+        threshold = threshold_for_targets(flowers, others, args.accept, args.reject)
         selection[score] = {"val_auroc": roc_auc(others, flowers), "threshold": threshold,
+                            "val_flowers_accepted": float((flowers <= threshold).mean()),
                             "fit_nonflowers_rejected": float((others > threshold).mean())}
     chosen = max(selection, key=lambda s: selection[s]["val_auroc"]) if args.ood_score == "auto" else args.ood_score
     rule = OODRule(chosen, selection[chosen]["threshold"], args.knn_k if chosen == "knn_cosine" else 0)
     print(f"temperature {temperature:.3f}; OOD score candidates (val flowers vs fit non-flowers):")
     for score, row in selection.items():
-        print(f"  {score:11s} AUROC {row['val_auroc']:.4f}  rejects {row['fit_nonflowers_rejected']:.1%} of fit non-flowers")
+        print(f"  {score:11s} AUROC {row['val_auroc']:.4f}  accepts {row['val_flowers_accepted']:.1%} of val flowers, "
+              f"rejects {row['fit_nonflowers_rejected']:.1%} of fit non-flowers")
     print(f"chosen: {chosen}, threshold {rule.threshold:.4f}")
 
     scripted = script_model(backbone, bank if chosen == "knn_cosine" else None)

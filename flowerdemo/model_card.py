@@ -42,8 +42,7 @@ def render_model_card(metadata: ModelMetadata) -> str:
             ("test flowers rejected at the shipped threshold", _percent(ood.get("flowers_rejected"))),
         ]
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
-    ood_line = (f"`{metadata.ood.score}` (k={metadata.ood.k}), threshold {metadata.ood.threshold:.4f}, chosen so that "
-                "95 % of validation flowers are accepted" if metadata.ood else "none")
+    ood_line = _ood_rule_line(metadata)
     return f"""---
 license: apache-2.0
 library_name: pytorch
@@ -86,7 +85,7 @@ Oxford Flowers-102 (Nilsback & Zisserman, 2008), official split. {_data_sentence
 `test` images, which played no part in training, selection, calibration or thresholds. Fine-tuned from TF
 EfficientNet-Lite ImageNet weights: {args.get('epochs', '?')} epochs, SGD (nesterov, lr {args.get('lr', '?')}, head x{args.get('head_lr_scale', '?')}),
 cosine schedule, label smoothing {args.get('label_smoothing', '?')}, train crop {args.get('train_crop', '?')} px,
-{args.get('augment', '?')} augmentation, stem and first {args.get('freeze_stages', '?')} stages frozen. Full arguments are in
+{args.get('augment', '?')} augmentation, {_frozen_phrase(args)} frozen{_ema_phrase(args)}. Full arguments are in
 `flowerdemo.json` (`training_args`).
 
 ## Metrics
@@ -111,3 +110,26 @@ to choose the score, the other half is held out for the numbers above.
 
 def write_model_card(folder: str | Path, metadata: ModelMetadata) -> None:
     Path(folder, "README.md").write_text(render_model_card(metadata))
+
+
+def _ood_rule_line(metadata) -> str:
+    if metadata.ood is None:
+        return "none"
+    chosen = metadata.metrics.get("ood_selection", {}).get(metadata.ood.score, {})
+    line = (f"`{metadata.ood.score}` (k={metadata.ood.k}), threshold {metadata.ood.threshold:.4f}. It accepts at least "
+            "95 % of the held-out validation flowers and is otherwise as lenient as rejecting 95 % of the calibration "
+            "non-flowers allows")
+    if "val_flowers_accepted" in chosen:
+        line += (f"; on those it accepts {_percent(chosen['val_flowers_accepted'])} of flowers and rejects "
+                 f"{_percent(chosen['fit_nonflowers_rejected'])} of non-flowers")
+    return line
+
+
+def _frozen_phrase(args: dict) -> str:
+    stages = args.get("freeze_stages", "?")
+    return "nothing" if stages == 0 else f"the stem and first {stages} stage{'' if stages == 1 else 's'}"
+
+
+def _ema_phrase(args: dict) -> str:
+    decay = args.get("model_ema_decay", 0.0)
+    return f", an exponential moving average of the weights (decay {decay}) validated and shipped" if decay else ""

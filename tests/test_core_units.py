@@ -9,7 +9,7 @@ from PIL import Image
 from flowerdemo import metrics
 from flowerdemo.calibration import fit_temperature
 from flowerdemo.gradcam import colorize, gradcam_maps, overlay
-from flowerdemo.ood import fpr_at_tpr, ood_scores, threshold_at_acceptance
+from flowerdemo.ood import fpr_at_tpr, ood_scores, threshold_at_acceptance, threshold_for_targets
 from flowerdemo.preprocess import PreprocessConfig, PreprocessConfigError
 
 
@@ -71,7 +71,19 @@ def test_threshold_accepts_the_requested_fraction():
     flowers = np.arange(100, dtype=float)
     threshold = threshold_at_acceptance(flowers, 0.95)
     assert (flowers <= threshold).mean() == pytest.approx(0.95, abs=0.01)
+    odd_sized = np.random.default_rng(0).normal(size=510)  # 95 % of 510 is not a whole number of photos
+    assert (odd_sized <= threshold_at_acceptance(odd_sized, 0.95)).mean() >= 0.95
     assert fpr_at_tpr(flowers, np.array([1000.0, 1.0]), 0.95) == 0.5
+
+
+def test_threshold_uses_nonflower_headroom_but_keeps_the_flower_guarantee():
+    flowers = np.arange(100, dtype=float)  # 95 % of them score <= ~94
+    far_nonflowers = np.arange(200, 300, dtype=float)  # well separated: room to accept every flower
+    threshold = threshold_for_targets(flowers, far_nonflowers, accept=0.95, reject=0.95)
+    assert (flowers <= threshold).mean() == 1.0 and (far_nonflowers > threshold).mean() >= 0.95
+    overlapping = np.arange(50, 150, dtype=float)  # rejecting 95 % of these would reject most flowers
+    threshold = threshold_for_targets(flowers, overlapping, accept=0.95, reject=0.95)
+    assert threshold == pytest.approx(threshold_at_acceptance(flowers, 0.95))
 
 
 def _linear_head(weight, bias):
