@@ -133,7 +133,7 @@ def main(args) -> dict:
         class_names=tuple(class_names), preprocess=preprocess, arch=training_args["arch"], temperature=temperature,
         ood=rule, training_args=training_args, flowerdemo_version=__version__,
         metrics={"val": {"top1": float((val_logits.argmax(1) == val_labels).mean()), "epoch": checkpoint.get("epoch", -1) + 1},
-                 "ood_selection": selection},
+                 "ood_selection": selection, "ood_rule": {"accept": args.accept, "reject": args.reject}},
     )
     model_path = output / MODEL_FILE
     save_artifact(scripted, metadata, model_path)

@@ -116,9 +116,10 @@ def _ood_rule_line(metadata) -> str:
     if metadata.ood is None:
         return "none"
     chosen = metadata.metrics.get("ood_selection", {}).get(metadata.ood.score, {})
+    targets = metadata.metrics.get("ood_rule", {"accept": 0.95, "reject": 0.95})  # older exports: the defaults
     line = (f"`{metadata.ood.score}` (k={metadata.ood.k}), threshold {metadata.ood.threshold:.4f}. It accepts at least "
-            "95 % of the held-out validation flowers and is otherwise as lenient as rejecting 95 % of the calibration "
-            "non-flowers allows")
+            f"{targets['accept']:.0%} of the held-out validation flowers and is otherwise as lenient as "
+            f"rejecting {targets['reject']:.0%} of the calibration non-flowers allows")
     if "val_flowers_accepted" in chosen:
         line += (f"; on those it accepts {_percent(chosen['val_flowers_accepted'])} of flowers and rejects "
                  f"{_percent(chosen['fit_nonflowers_rejected'])} of non-flowers")
