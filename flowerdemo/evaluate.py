@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from . import engine
@@ -21,7 +20,7 @@ from .data import DEFAULT_DATA_PATH, DEFAULT_NONFLOWER_PATH, ImageListDataset, S
 from .metrics import (confusion_matrix, expected_calibration_error, macro_f1, most_confused_pairs,
                       negative_log_likelihood, per_class_accuracy, per_class_f1, reliability_bins, roc_auc,
                       softmax, topk_accuracy)
-from .ood import fpr_at_tpr, ood_scores
+from .ood import fpr_at_tpr, ood_scores_np
 from .preprocess import PreprocessConfig, eval_transform
 
 
@@ -48,9 +47,9 @@ def evaluate_split(model: str, data_path: str, split: str, nonflower_paths=None,
     if meta.ood is not None and nonflower_paths:
         other_logits, other_embeddings, _ = collect_outputs(classifier.module, meta.preprocess, nonflower_paths,
                                                             workers, "non-flowers")
-        score = lambda lg, em: ood_scores(meta.ood.score, torch.from_numpy(lg), torch.from_numpy(em),  # noqa: E731
-                                          meta.temperature, classifier.ood_bank, meta.ood.k).numpy()
-        flowers, others = score(logits, embeddings), score(other_logits, other_embeddings)
+        score, bank = meta.ood.score, classifier.ood_bank
+        flowers = ood_scores_np(score, logits, embeddings, meta.temperature, bank, meta.ood.k)
+        others = ood_scores_np(score, other_logits, other_embeddings, meta.temperature, bank, meta.ood.k)
         report["ood"] = {
             "score": meta.ood.score, "threshold": meta.ood.threshold, "nonflowers": len(others),
             "auroc": roc_auc(others, flowers), "fpr_at_95_tpr": fpr_at_tpr(flowers, others, 0.95),

@@ -15,7 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -23,7 +22,7 @@ from . import __version__
 from .artifact import MODEL_FILE, ModelMetadata, OODRule, quiet_torchscript, save_artifact
 from .calibration import fit_temperature
 from .data import DEFAULT_DATA_PATH, DEFAULT_NONFLOWER_PATH, list_images, training_and_selection_samples
-from .ood import OOD_SCORES, normalize, ood_scores, threshold_for_targets
+from .ood import OOD_SCORES, normalize, ood_scores_np, threshold_for_targets
 from .metrics import roc_auc
 from .preprocess import PreprocessConfig
 
@@ -114,8 +113,8 @@ def main(args) -> dict:
     bank = normalize(torch.from_numpy(train_embeddings))
     selection = {}
     for score in OOD_SCORES:
-        flowers = _scores(score, val_logits, val_embeddings, temperature, bank, args.knn_k)
-        others = _scores(score, fit_logits, fit_embeddings, temperature, bank, args.knn_k)
+        flowers = ood_scores_np(score, val_logits, val_embeddings, temperature, bank, args.knn_k)
+        others = ood_scores_np(score, fit_logits, fit_embeddings, temperature, bank, args.knn_k)
         threshold = threshold_for_targets(flowers, others, args.accept, args.reject)
         selection[score] = {"val_auroc": roc_auc(others, flowers), "threshold": threshold,
                             "val_flowers_accepted": float((flowers <= threshold).mean()),
@@ -152,10 +151,6 @@ def main(args) -> dict:
     (output / "metrics.json").write_text(json.dumps(metadata.metrics, indent=2))
     print(f"wrote {output} in {time.time() - started:.0f}s")
     return metadata.metrics
-
-
-def _scores(score, logits, embeddings, temperature, bank, k) -> np.ndarray:
-    return ood_scores(score, torch.from_numpy(logits), torch.from_numpy(embeddings), temperature, bank, k).numpy()
 
 
 if __name__ == "__main__":

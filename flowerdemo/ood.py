@@ -27,6 +27,12 @@ def ood_scores(score: str, logits: torch.Tensor, embeddings: torch.Tensor, tempe
     raise ValueError(f"score must be one of {', '.join(OOD_SCORES)}; got {score!r}")
 
 
+def ood_scores_np(score: str, logits: np.ndarray, embeddings: np.ndarray, temperature: float = 1.0,
+                  bank: torch.Tensor | None = None, k: int = 10) -> np.ndarray:
+    """``ood_scores`` for the numpy arrays that the exporter and the evaluator collect."""
+    return ood_scores(score, torch.from_numpy(logits), torch.from_numpy(embeddings), temperature, bank, k).numpy()
+
+
 def pooled_embedding(feature_map: torch.Tensor) -> torch.Tensor:
     """[B, C, h, w] feature map -> [B, C]: the same global average pool the classifier head applies."""
     return feature_map.float().mean(dim=(2, 3))
