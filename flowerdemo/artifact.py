@@ -21,6 +21,8 @@ FORMAT_VERSION = 1
 METADATA_FILE = "flowerdemo.json"
 MODEL_FILE = "model.pt"
 REQUIRED_METHODS = ("forward", "features", "head")
+# What the network does inside features() beyond one plain pass; informational: the file does it itself.
+TEST_TIME_AUGMENTATIONS = ("none", "hflip_mean")
 
 
 class ModelLoadError(RuntimeError):
@@ -50,6 +52,7 @@ class ModelMetadata:
     metrics: dict = field(default_factory=dict)
     training_args: dict = field(default_factory=dict)
     flowerdemo_version: str = ""
+    test_time_augmentation: str = "none"
 
     @property
     def num_classes(self) -> int:
@@ -66,6 +69,7 @@ class ModelMetadata:
             "metrics": self.metrics,
             "training_args": self.training_args,
             "flowerdemo_version": self.flowerdemo_version,
+            "test_time_augmentation": self.test_time_augmentation,
         }
 
     def to_json(self) -> str:
@@ -109,6 +113,10 @@ class ModelMetadata:
             if not isinstance(k, int) or k < 0:
                 raise ModelLoadError(f"{METADATA_FILE}: ood.k must be a non-negative integer, got {k!r}")
             ood = OODRule(raw["score"], float(raw["threshold"]), k)
+        augmentation = data.get("test_time_augmentation", "none")
+        if augmentation not in TEST_TIME_AUGMENTATIONS:
+            raise ModelLoadError(f"{METADATA_FILE}: test_time_augmentation must be one of "
+                                 f"{', '.join(TEST_TIME_AUGMENTATIONS)}, got {augmentation!r}")
         return cls(
             class_names=tuple(names),
             preprocess=preprocess,
@@ -119,6 +127,7 @@ class ModelMetadata:
             metrics=data.get("metrics") or {},
             training_args=data.get("training_args") or {},
             flowerdemo_version=str(data.get("flowerdemo_version", "")),
+            test_time_augmentation=augmentation,
         )
 
 

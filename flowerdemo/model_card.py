@@ -74,7 +74,7 @@ model = torch.jit.load("{MODEL_FILE}", _extra_files=extra).eval()
 meta = json.loads(extra["flowerdemo.json"])  # class_names, preprocess, temperature, ood, metrics...
 probs = torch.softmax(model(x) / meta["temperature"], dim=1)  # x: [B,3,{pre.crop},{pre.crop}], preprocessed as below
 ```
-`model.features(x)` gives the last feature map and `model.head(f)` the logits (`forward == head(features)`), for Grad-CAM.
+`model.features(x)` gives the last feature map and `model.head(f)` the logits (`forward == head(features)`), for Grad-CAM.{_mirror_sentence(metadata)}
 
 ## Preprocessing
 Resize the short side to {pre.resize} px ({pre.interpolation}, on the PIL image), center crop {pre.crop} px, scale to
@@ -117,13 +117,25 @@ def _ood_rule_line(metadata) -> str:
         return "none"
     chosen = metadata.metrics.get("ood_selection", {}).get(metadata.ood.score, {})
     targets = metadata.metrics.get("ood_rule", {"accept": 0.95, "reject": 0.95})  # older exports: the defaults
-    line = (f"`{metadata.ood.score}` (k={metadata.ood.k}), threshold {metadata.ood.threshold:.4f}. It accepts at least "
-            f"{targets['accept']:.0%} of the held-out validation flowers and is otherwise as lenient as "
-            f"rejecting {targets['reject']:.0%} of the calibration non-flowers allows")
+    line = f"`{metadata.ood.score}` (k={metadata.ood.k}), threshold {metadata.ood.threshold:.4f}. "
+    if targets.get("rule") == "widest_margin":
+        line += (f"Of the thresholds that accept at least {targets['accept']:.0%} of the held-out validation flowers, "
+                 f"it is the one that clears both targets ({targets['accept']:.0%} of those flowers accepted, "
+                 f"{targets['reject']:.0%} of the calibration non-flowers rejected) by the widest equal margin")
+    else:
+        line += (f"It accepts at least {targets['accept']:.0%} of the held-out validation flowers and is otherwise as "
+                 f"lenient as rejecting {targets['reject']:.0%} of the calibration non-flowers allows")
     if "val_flowers_accepted" in chosen:
         line += (f"; on those it accepts {_percent(chosen['val_flowers_accepted'])} of flowers and rejects "
                  f"{_percent(chosen['fit_nonflowers_rejected'])} of non-flowers")
     return line
+
+
+def _mirror_sentence(metadata: ModelMetadata) -> str:
+    if metadata.test_time_augmentation != "hflip_mean":
+        return ""
+    return ("\nThe network looks at each photo and its mirror image and averages the two feature maps (the mirror's "
+            "flipped back), so the logits are the mean of both views; nothing to do on your side.")
 
 
 def _frozen_phrase(args: dict) -> str:

@@ -316,6 +316,8 @@ def model_markdown(classifier, top_k: int = TOP_K, cam_classes: int = CAM_CLASSE
         lines.append(text)
     else:
         lines.append("- Measured test accuracy: not recorded in this model's metadata")
+    if meta.test_time_augmentation == "hflip_mean":
+        lines.append("- Looks at each photo and its mirror image, and averages the two")
     lines.append(f"- Calibration: probabilities are softmax(logits / T) with temperature T = {meta.temperature:.3g}")
     rule = meta.ood
     if rule is None:

@@ -20,7 +20,8 @@ TINY_CLASSES = ("pink primrose", "sunflower", "rose")
 
 
 def build_tiny_artifact(folder: Path, class_names=TINY_CLASSES, with_bank: bool = True, seed: int = 0) -> Path:
-    """A randomly initialised EfficientNet-Lite0 exported exactly like the real model (metadata, OOD bank)."""
+    """A randomly initialised EfficientNet-Lite0 exported exactly like the real model (metadata, OOD bank,
+    mirror averaging)."""
     from flowerdemo import __version__
     from flowerdemo.artifact import MODEL_FILE, ModelMetadata, OODRule, save_artifact
     from flowerdemo.export import script_model
@@ -35,9 +36,10 @@ def build_tiny_artifact(folder: Path, class_names=TINY_CLASSES, with_bank: bool 
         class_names=tuple(class_names), preprocess=PreprocessConfig(), arch="tf_efficientnet_lite0",
         temperature=1.5, ood=OODRule("knn_cosine", 0.9, 3) if with_bank else OODRule("energy", 0.0),
         metrics={"test": {"top1": 0.5}}, training_args={"epochs": 0}, flowerdemo_version=__version__,
+        test_time_augmentation="hflip_mean",
     )
     folder.mkdir(parents=True, exist_ok=True)
-    save_artifact(script_model(backbone, bank), metadata, folder / MODEL_FILE)
+    save_artifact(script_model(backbone, bank, mirror_average=True), metadata, folder / MODEL_FILE)
     return folder
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 from flowerdemo import metrics
 from flowerdemo.calibration import fit_temperature
 from flowerdemo.gradcam import colorize, gradcam_maps, overlay
-from flowerdemo.ood import fpr_at_tpr, ood_scores, threshold_at_acceptance, threshold_for_targets
+from flowerdemo.ood import fpr_at_tpr, ood_scores, threshold_at_acceptance, threshold_with_widest_margin
 from flowerdemo.preprocess import PreprocessConfig, PreprocessConfigError
 
 
@@ -76,13 +76,24 @@ def test_threshold_accepts_the_requested_fraction():
     assert fpr_at_tpr(flowers, np.array([1000.0, 1.0]), 0.95) == 0.5
 
 
-def test_threshold_uses_nonflower_headroom_but_keeps_the_flower_guarantee():
-    flowers = np.arange(100, dtype=float)  # 95 % of them score <= ~94
-    far_nonflowers = np.arange(200, 300, dtype=float)  # well separated: room to accept every flower
-    threshold = threshold_for_targets(flowers, far_nonflowers, accept=0.95, reject=0.95)
-    assert (flowers <= threshold).mean() == 1.0 and (far_nonflowers > threshold).mean() >= 0.95
-    overlapping = np.arange(50, 150, dtype=float)  # rejecting 95 % of these would reject most flowers
-    threshold = threshold_for_targets(flowers, overlapping, accept=0.95, reject=0.95)
+def test_threshold_clears_both_targets_by_the_widest_margin():
+    rng = np.random.default_rng(0)
+    flowers, nonflowers = rng.normal(0.0, 1.0, 2000), rng.normal(4.0, 1.0, 2000)  # overlapping, but both targets fit
+    threshold = threshold_with_widest_margin(flowers, nonflowers, accept=0.95, reject=0.90)
+    flower_margin = (flowers <= threshold).mean() - 0.95
+    nonflower_margin = (nonflowers > threshold).mean() - 0.90
+    assert flower_margin > 0.02 and nonflower_margin > 0.02  # neither target sits on its edge
+    assert abs(flower_margin - nonflower_margin) < 0.005  # the margins are balanced
+    for shifted in (threshold - 0.05, threshold + 0.05):  # moving either way shrinks the smaller margin
+        assert min((flowers <= shifted).mean() - 0.95, (nonflowers > shifted).mean() - 0.90) < min(flower_margin, nonflower_margin)
+
+
+def test_threshold_keeps_the_flower_guarantee_and_centres_in_a_clear_gap():
+    flowers = np.arange(100, dtype=float)
+    separated = np.arange(200, 300, dtype=float)  # any threshold in [99, 204] accepts all flowers, rejects >= 95 %
+    assert threshold_with_widest_margin(flowers, separated, accept=0.95, reject=0.90) == pytest.approx(151.5)
+    overlapping = np.arange(50, 150, dtype=float)  # rejecting 90 % of these would reject most flowers
+    threshold = threshold_with_widest_margin(flowers, overlapping, accept=0.95, reject=0.90)
     assert threshold == pytest.approx(threshold_at_acceptance(flowers, 0.95))
 
 

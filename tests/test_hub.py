@@ -269,6 +269,8 @@ BAD_METADATA = {
     "future_format_version": (3, dict(metadata_dict(), format_version=99), "format_version 99 is not supported"),
     "bad_temperature": (3, dict(metadata_dict(), temperature=0), "temperature must be a number"),
     "unknown_ood_score": (3, dict(metadata_dict(), ood={"score": "vibes", "threshold": 1}), "ood must be"),
+    "unknown_test_time_augmentation": (3, dict(metadata_dict(), test_time_augmentation="ten_crop"),
+                                       "test_time_augmentation must be one of none, hflip_mean"),
     "not_json": (3, "{class_names: oops", "is not valid JSON"),
     "json_list": (3, "[1, 2, 3]", "must hold a JSON object"),
     "no_metadata": (3, None, "has no flowerdemo.json metadata"),

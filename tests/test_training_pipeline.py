@@ -110,7 +110,9 @@ def test_export_writes_a_hub_ready_folder(exported):
         assert (folder / name).is_file(), name
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlicense:") and "torch.jit.load" in card and "| test top-1 |" in card
-    assert "accepts at least 90% of the held-out validation flowers" in card  # the rule that was really applied
+    # the rule that was really applied, with the targets it was given
+    assert "accept at least 90% of the held-out validation flowers" in card and "widest equal margin" in card
+    assert "mirror image" in card
 
 
 def test_metadata_round_trips_and_is_enough_to_use_the_model(exported):
@@ -131,12 +133,26 @@ def test_metadata_round_trips_and_is_enough_to_use_the_model(exported):
 
 def test_forward_equals_head_of_features(exported):
     _, folder = exported
-    module, _ = load_artifact(folder / "model.pt")
+    module, metadata = load_artifact(folder / "model.pt")
+    assert metadata.test_time_augmentation == "hflip_mean"  # the exporter's default
     x = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         features = module.features(x)
         assert features.ndim == 4 and features.shape[0] == 2
         torch.testing.assert_close(module(x), module.head(features))
+
+
+def test_mirror_averaged_network_is_the_mean_of_both_views(trained):
+    _, out, _, _ = trained
+    backbone = export.load_checkpoint_backbone(out / "model_best.pth")[0]
+    plain, averaged = export.script_model(backbone), export.script_model(backbone, mirror_average=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        expected = (plain(x) + plain(x.flip(3))) / 2
+        torch.testing.assert_close(averaged(x), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(averaged(x.flip(3)), averaged(x), rtol=1e-4, atol=1e-4)  # mirror-invariant
+        # Grad-CAM's map stays aligned with the photo: mirroring the photo mirrors the map.
+        torch.testing.assert_close(averaged.features(x.flip(3)), averaged.features(x).flip(3), rtol=1e-4, atol=1e-4)
 
 
 def test_trainer_eval_path_and_app_path_give_identical_tensors(exported):
