@@ -111,6 +111,7 @@ def write_report_files(report: dict, folder: Path, class_names) -> None:
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)  # after a long evaluation, a missing folder must not lose the plots
     matrix = np.asarray(report["confusion_matrix"], dtype=np.float64)
     normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     figure, axis = plt.subplots(figsize=(9, 8), dpi=110)

@@ -54,9 +54,10 @@ class FlowerNet(nn.Module):
         """
         if not self.mirror_average:
             return self.backbone.forward_features(x)
-        both = self.backbone.forward_features(torch.cat([x, x.flip(3)]))
-        plain, mirrored = both.split(x.shape[0])
-        return 0.5 * (plain + mirrored.flip(3))
+        # Two passes, not one batch of 2B: on a 2-core CPU, batch 1 twice took 19 ms against 26 ms for a batch of 2.
+        plain = self.backbone.forward_features(x)
+        mirrored = self.backbone.forward_features(x.flip(3)).flip(3)
+        return 0.5 * (plain + mirrored)
 
     @torch.jit.export
     def head(self, feature_map: torch.Tensor) -> torch.Tensor:

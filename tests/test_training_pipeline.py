@@ -171,7 +171,7 @@ def test_evaluator_reports_on_a_tiny_split(exported, tmp_path, capsys):
     args = evaluate.get_args_parser().parse_args([
         "--model", str(folder), "--split", "test", "--data-path", str(root), "--nonflowers-path",
         str(root / "nonflowers"), "--nonflowers-subset", "all", "--output-json", str(output), "--workers", "0",
-        "--plots-dir", str(tmp_path),
+        "--plots-dir", str(tmp_path / "plots"),  # not there yet: the evaluator creates it
     ])
     evaluate.main(args)
     report = json.loads(output.read_text())
@@ -179,8 +179,9 @@ def test_evaluator_reports_on_a_tiny_split(exported, tmp_path, capsys):
     for key in ("top1", "top5", "macro_f1"):
         assert 0.0 <= report["summary"][key] <= 1.0
     assert report["summary"]["top5"] == 1.0  # only 3 classes
-    assert len(report["per_class"]) == 3 and {"true", "predicted", "count"} <= set(report["most_confused"][0]) | {"true", "predicted", "count"}
+    assert len(report["per_class"]) == 3
+    assert all({"true", "predicted", "count"} <= set(row) for row in report["most_confused"])
     assert 0.0 <= report["ood"]["auroc"] <= 1.0 and report["ood"]["nonflowers"] == 4
     assert report["calibration"]["ece_after"] >= 0.0
-    assert (tmp_path / "confusion_matrix.png").is_file()
+    assert (tmp_path / "plots" / "confusion_matrix.png").is_file()
     assert "top-1" in capsys.readouterr().out
