@@ -113,22 +113,17 @@ def write_model_card(folder: str | Path, metadata: ModelMetadata) -> None:
 
 
 def _ood_rule_line(metadata) -> str:
+    """The rule as export built it: its targets (metrics.ood_rule) and what it gave on the data it was set on."""
     if metadata.ood is None:
         return "none"
-    chosen = metadata.metrics.get("ood_selection", {}).get(metadata.ood.score, {})
-    targets = metadata.metrics.get("ood_rule", {"accept": 0.95, "reject": 0.95})  # older exports: the defaults
-    line = f"`{metadata.ood.score}` (k={metadata.ood.k}), threshold {metadata.ood.threshold:.4f}. "
-    if targets.get("rule") == "widest_margin":
-        line += (f"Of the thresholds that accept at least {targets['accept']:.0%} of the held-out validation flowers, "
-                 f"it is the one that clears both targets ({targets['accept']:.0%} of those flowers accepted, "
-                 f"{targets['reject']:.0%} of the calibration non-flowers rejected) by the widest equal margin")
-    else:
-        line += (f"It accepts at least {targets['accept']:.0%} of the held-out validation flowers and is otherwise as "
-                 f"lenient as rejecting {targets['reject']:.0%} of the calibration non-flowers allows")
-    if "val_flowers_accepted" in chosen:
-        line += (f"; on those it accepts {_percent(chosen['val_flowers_accepted'])} of flowers and rejects "
-                 f"{_percent(chosen['fit_nonflowers_rejected'])} of non-flowers")
-    return line
+    chosen = metadata.metrics["ood_selection"][metadata.ood.score]
+    targets = metadata.metrics["ood_rule"]
+    return (f"`{metadata.ood.score}` (k={metadata.ood.k}), threshold {metadata.ood.threshold:.4f}. Of the thresholds "
+            f"that accept at least {targets['accept']:.0%} of the held-out validation flowers, it is the one that "
+            f"clears both targets ({targets['accept']:.0%} of those flowers accepted, {targets['reject']:.0%} of the "
+            f"calibration non-flowers rejected) by the widest equal margin; on those it accepts "
+            f"{_percent(chosen['val_flowers_accepted'])} of flowers and rejects "
+            f"{_percent(chosen['fit_nonflowers_rejected'])} of non-flowers")
 
 
 def _mirror_sentence(metadata: ModelMetadata) -> str:
