@@ -69,6 +69,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--model-ema-decay", type=float, default=0.0,
                         help="keep an exponential moving average of the weights with this per-step decay (e.g. 0.998) "
                              "and validate, select and save the average instead of the raw weights; 0 turns it off")
+    parser.add_argument("--mixup-alpha", type=float, default=0.0, help="mixup's Beta(alpha, alpha); 0 turns it off")
+    parser.add_argument("--cutmix-alpha", type=float, default=0.0, help="CutMix's Beta(alpha, alpha); 0 turns it off")
+    parser.add_argument("--mix-prob", type=float, default=1.0,
+                        help="fraction of batches that get mixup or CutMix (an even choice when both are on)")
     return parser
 
 
@@ -116,7 +120,7 @@ def build_scheduler(optimizer, args, steps_per_epoch: int):
 
 
 def train_one_epoch(model, criterion, optimizer, scheduler, loader, device, epoch, frozen_modules, args,
-                    model_ema=None) -> dict:
+                    model_ema=None, batch_mixer=None) -> dict:
     model.train()
     for module in frozen_modules:  # frozen layers keep their ImageNet BatchNorm statistics
         module.eval()
@@ -125,9 +129,13 @@ def train_one_epoch(model, criterion, optimizer, scheduler, loader, device, epoc
     progress = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", dynamic_ncols=True)
     for images, targets in progress:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        loss_targets = targets
+        if batch_mixer is not None:
+            images, loss_targets = batch_mixer(images, targets)
+            targets = loss_targets.argmax(1)  # the larger share, for the running accuracy only
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(images)
-            loss = criterion(logits, targets)
+            loss = criterion(logits, loss_targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -160,6 +168,27 @@ def build_model_ema(model: nn.Module, decay: float):
     # Warm-up power 3/4 rather than timm's default 2/3: runs here are ~2,000 steps, and 2/3 would cap the
     # window at ~160 steps (3 epochs); 3/4 averages over ~300.
     return ModelEmaV3(model, decay=decay, use_warmup=True, warmup_power=0.75)
+
+
+def build_batch_mixer(args, num_classes: int):
+    """timm's Mixup/CutMix over whole batches, or None when both alphas are 0.
+
+    The mixer makes soft targets and applies the label smoothing itself, so the loss becomes soft-target
+    cross-entropy. ``train_acc`` is then measured against each mixed target's larger share.
+    """
+    if args.mixup_alpha < 0 or args.cutmix_alpha < 0:
+        raise ValueError(f"--mixup-alpha and --cutmix-alpha must be >= 0 (0 is off), got {args.mixup_alpha} "
+                         f"and {args.cutmix_alpha}")
+    if args.mixup_alpha == 0 and args.cutmix_alpha == 0:
+        return None
+    if not 0.0 < args.mix_prob <= 1.0:
+        raise ValueError(f"--mix-prob must be in (0, 1], got {args.mix_prob}")
+    if args.batch_size % 2:
+        raise ValueError(f"mixup and CutMix pair each image with another: --batch-size must be even, got {args.batch_size}")
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=args.mixup_alpha, cutmix_alpha=args.cutmix_alpha, prob=args.mix_prob,
+                 label_smoothing=args.label_smoothing, num_classes=num_classes)
 
 
 def make_loaders(args, preprocess: PreprocessConfig):
@@ -206,7 +235,9 @@ def main(args) -> dict:
         print(f"initialised from {args.init_from}")
     frozen = freeze_stem_and_stages(model, args.freeze_stages)
     model.to(device)
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    batch_mixer = build_batch_mixer(args, len(class_names))
+    # The mixer smooths its soft targets itself, so only the plain loss gets label smoothing.
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if batch_mixer is not None else args.label_smoothing)
     optimizer = build_optimizer(model, args)
     scheduler = build_scheduler(optimizer, args, len(train_loader))
 
@@ -227,7 +258,7 @@ def main(args) -> dict:
     for epoch in range(start_epoch, args.epochs):
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
         row.update(train_one_epoch(model, criterion, optimizer, scheduler, train_loader, device, epoch, frozen, args,
-                                   model_ema))
+                                   model_ema, batch_mixer))
         # With EMA on, the average is what gets validated, selected and exported: "model" always holds
         # the weights to ship, so export and --init-from need not know whether EMA was used.
         shipped = model_ema.module if model_ema is not None else model

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,44 @@ def test_weight_ema_is_what_gets_validated_saved_and_resumed(trained, tmp_path, 
 def test_invalid_ema_decay_names_the_valid_range():
     with pytest.raises(ValueError, match=r"0 \(off\) or in \(0, 1\)"):
         train.build_model_ema(torch.nn.Linear(2, 2), 1.5)
+
+
+def test_mixed_batches_pair_images_and_share_the_targets():
+    args = train.get_args_parser().parse_args(["--cutmix-alpha", "1.0", "--mixup-alpha", "0.2", "--batch-size", "4",
+                                               "--label-smoothing", "0.0"])
+    mixer = train.build_batch_mixer(args, num_classes=3)
+    torch.manual_seed(0)
+    images, labels = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    mixed, soft_targets = mixer(images.clone(), labels)
+    assert soft_targets.shape == (4, 3)
+    torch.testing.assert_close(soft_targets.sum(1), torch.ones(4))
+    # timm pairs image i with image B-1-i, so each row's weight sits on its own label and its partner's.
+    partner_labels = labels.flip(0)
+    own = soft_targets[torch.arange(4), labels]
+    other = soft_targets[torch.arange(4), partner_labels]
+    torch.testing.assert_close(torch.where(labels == partner_labels, own, own + other), torch.ones(4))
+    assert not torch.equal(mixed, images)
+
+
+def test_mixing_is_off_by_default_and_bad_settings_name_the_rule():
+    parser = train.get_args_parser()
+    assert train.build_batch_mixer(parser.parse_args([]), 3) is None
+    with pytest.raises(ValueError, match="must be even"):
+        train.build_batch_mixer(parser.parse_args(["--cutmix-alpha", "1", "--batch-size", "5"]), 3)
+    with pytest.raises(ValueError, match=r">= 0 \(0 is off\)"):
+        train.build_batch_mixer(parser.parse_args(["--mixup-alpha", "-1"]), 3)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        train.build_batch_mixer(parser.parse_args(["--cutmix-alpha", "1", "--mix-prob", "0"]), 3)
+
+
+def test_trainer_runs_with_cutmix_and_mixup(trained, tmp_path):
+    root, _, _, _ = trained
+    best = train.main(train.get_args_parser().parse_args([
+        "--data-path", str(root), "--output-dir", str(tmp_path), "--epochs", "1", "--batch-size", "4",
+        "--train-crop", "64", "--workers", "0", "--seed", "1", "--cutmix-alpha", "1.0", "--mixup-alpha", "0.2",
+    ]))
+    assert 0.0 <= best["val_top1"] <= 1.0 and math.isfinite(best["train_loss"])
+    assert json.loads((tmp_path / "args.json").read_text())["cutmix_alpha"] == 1.0
 
 
 @pytest.fixture(scope="module")
