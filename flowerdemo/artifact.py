@@ -175,7 +175,22 @@ def load_artifact(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, Mode
             raise ModelLoadError(f"{path} lacks the exported method {method}(); export it with flowerdemo.export")
     module.eval()
     _check_output_width(module, metadata, path)
+    _check_test_time_augmentation(module, metadata, path)
     return module, metadata
+
+
+def _check_test_time_augmentation(module, metadata: ModelMetadata, path: str) -> None:
+    """flowerdemo's exporter scripts ``mirror_average`` as a constant; the metadata must describe it truly.
+
+    Another exporter's network need not carry the constant, and then the metadata is taken at its word.
+    """
+    mirror_average = getattr(module, "mirror_average", None)
+    if isinstance(mirror_average, bool) and mirror_average != (metadata.test_time_augmentation == "hflip_mean"):
+        raise ModelLoadError(
+            f"{path}: the network {'does' if mirror_average else 'does not'} average each photo with its mirror image "
+            f"but the metadata says test_time_augmentation={metadata.test_time_augmentation!r}; "
+            "the file and its metadata do not belong together"
+        )
 
 
 def _check_output_width(module, metadata: ModelMetadata, path: str) -> None:

@@ -286,6 +286,20 @@ def test_inconsistent_metadata_is_refused(tmp_path, case):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("mirror_average, claimed", [(True, "none"), (False, "hflip_mean")])
+def test_metadata_must_say_truly_whether_the_network_mirror_averages(tmp_path, mirror_average, claimed):
+    from flowerdemo.artifact import save_artifact
+
+    honest = ModelMetadata.from_dict(dict(metadata_dict(), test_time_augmentation="hflip_mean" if mirror_average else "none"))
+    lying = ModelMetadata.from_dict(dict(metadata_dict(), test_time_augmentation=claimed))
+    network = script_model(TinyBackbone(len(TINY_CLASSES)), mirror_average=mirror_average)
+    save_artifact(network, honest, tmp_path / "honest.pt")
+    save_artifact(network, lying, tmp_path / "lying.pt")
+    assert FlowerClassifier.load(str(tmp_path / "honest.pt")).metadata.test_time_augmentation != claimed
+    with pytest.raises(ModelLoadError, match=f"test_time_augmentation='{claimed}'.*do not belong together"):
+        FlowerClassifier.load(str(tmp_path / "lying.pt"))
+
+
 def test_inconsistent_metadata_is_refused_from_the_hub_too(hub_cache, tmp_path):
     bad = save_model(tmp_path / "bad" / MODEL_FILE, 4, metadata_dict(TINY_CLASSES))
     hub_cache.add(REPO, MAIN_COMMIT, bad.read_bytes(), refs=("main",))
