@@ -28,3 +28,34 @@ def collect_outputs(features: Stage, head: Stage, loader, device: torch.device =
         embeddings.append(pooled_embedding(feature_map).cpu().numpy())
         labels.append(np.asarray(targets))
     return np.concatenate(logits), np.concatenate(embeddings), np.concatenate(labels).astype(np.int64)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, loader, keep: list[torch.nn.Module] = (),
+                          device: torch.device = torch.device("cpu")) -> int:
+    """Recompute the BatchNorm running statistics from ``loader``'s images; return how many images were seen.
+
+    Why: training sees 192 px random crops with TrivialAugment, the app sees clean 224 px centre crops, and the
+    statistics gathered during training describe the former (the train/test discrepancy of Touvron et al.
+    2019, "FixRes"). Cumulative averages over the whole loader replace them; the weights are untouched.
+    BatchNorm layers inside ``keep`` (the stages frozen during training, which still hold ImageNet
+    statistics) are left as they are. The model comes back in eval mode.
+    """
+    kept = {id(module) for part in keep for module in part.modules()}
+    layers = [module for module in model.modules()
+              if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and id(module) not in kept]
+    saved_momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # None: a cumulative average, the same weight for every batch
+    model.eval()
+    for layer in layers:
+        layer.train()  # only these update; dropout and stochastic depth stay off
+    seen = 0
+    for images, _ in tqdm(loader, desc="batchnorm statistics", leave=False, dynamic_ncols=True):
+        model(images.to(device, non_blocking=True))
+        seen += len(images)
+    for layer, momentum in zip(layers, saved_momenta):
+        layer.momentum = momentum
+    model.eval()
+    return seen

@@ -2,7 +2,8 @@
 
     python -m flowerdemo.export --checkpoint runs/lite0/model_best.pth --output weights
 
-Steps: script the network with ``features``/``head`` methods; fit the temperature on val; build the
+Steps: recompute the trained layers' BatchNorm statistics on the training images at the eval transform;
+script the network with ``features``/``head`` methods; fit the temperature on val; build the
 out-of-distribution rule (score chosen by AUROC on val flowers vs half of the non-flower photos; the
 threshold accepts at least 95 % of val flowers and clears that target and "reject 90 % of those
 non-flowers" by the widest equal margin); evaluate on the test split with the app's own loading code;
@@ -84,6 +85,21 @@ def load_checkpoint_backbone(path: str | Path):
     return backbone.eval(), class_names, args, preprocess, checkpoint
 
 
+def recalibrate_on_training_images(backbone: nn.Module, samples, preprocess: PreprocessConfig, frozen_stages: int,
+                                   workers: int) -> int:
+    """Give the unfrozen BatchNorm layers the statistics of the training images as the app will see them
+    (the eval transform), before anything is calibrated or measured. Returns the number of images used."""
+    from torch.utils.data import DataLoader
+
+    from .data import ImageListDataset
+    from .engine import recalibrate_batchnorm
+    from .models import frozen_stem_and_stages
+    from .preprocess import eval_transform
+
+    loader = DataLoader(ImageListDataset(samples, eval_transform(preprocess)), batch_size=64, num_workers=workers)
+    return recalibrate_batchnorm(backbone, loader, keep=frozen_stem_and_stages(backbone, frozen_stages))
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Export a checkpoint as a self-describing model folder", add_help=add_help)
     parser.add_argument("--checkpoint", default="runs/lite0/model_best.pth")
@@ -99,6 +115,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         help="target fraction of fit non-flowers to reject; the threshold clears both targets by the widest margin")
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=True,
                         help="the network averages each photo with its mirror image (about twice the compute)")
+    parser.add_argument("--recalibrate-bn", action=argparse.BooleanOptionalAction, default=True,
+                        help="recompute the BatchNorm statistics of the layers that trained on the training images "
+                             "at the eval transform (training saw smaller, augmented crops)")
     parser.add_argument("--test-split", default="test", help="reported split ('' to skip)")
     parser.add_argument("--limit-per-class", type=int, default=None, help="smoke tests only")
     parser.add_argument("--workers", type=int, default=2)
@@ -112,12 +131,16 @@ def main(args) -> dict:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     backbone, class_names, training_args, preprocess, checkpoint = load_checkpoint_backbone(args.checkpoint)
-    plain = script_model(backbone, mirror_average=args.mirror_average)
 
     # The k-NN bank holds what the network trained on; calibration uses only val images it never trained on.
     train_samples, val_samples, _ = training_and_selection_samples(
         args.data_path, training_args.get("train_split", "train"), training_args.get("val_split", "val"),
         training_args.get("val_fraction_for_training", 0.0), args.limit_per_class)
+    batchnorm = {"recalibrated": False}
+    if args.recalibrate_bn:
+        batchnorm = {"recalibrated": True, "images": recalibrate_on_training_images(
+            backbone, train_samples, preprocess, training_args.get("freeze_stages", 0), args.workers)}
+    plain = script_model(backbone, mirror_average=args.mirror_average)
     nonflowers = list_images(args.nonflowers_path)
     nonflower_fit, nonflower_holdout = nonflowers[0::2], nonflowers[1::2]
 
@@ -148,7 +171,8 @@ def main(args) -> dict:
         class_names=tuple(class_names), preprocess=preprocess, arch=training_args["arch"], temperature=temperature,
         ood=rule, training_args=training_args, flowerdemo_version=__version__,
         metrics={"val": {"top1": float((val_logits.argmax(1) == val_labels).mean()), "epoch": checkpoint.get("epoch", -1) + 1},
-                 "ood_selection": selection, "ood_rule": {"rule": "widest_margin", "accept": args.accept, "reject": args.reject}},
+                 "ood_selection": selection, "ood_rule": {"rule": "widest_margin", "accept": args.accept, "reject": args.reject},
+                 "batchnorm": batchnorm},
         test_time_augmentation="hflip_mean" if args.mirror_average else "none",
     )
     model_path = output / MODEL_FILE

@@ -85,8 +85,8 @@ Oxford Flowers-102 (Nilsback & Zisserman, 2008), official split. {_data_sentence
 `test` images, which played no part in training, selection, calibration or thresholds. Fine-tuned from TF
 EfficientNet-Lite ImageNet weights: {args.get('epochs', '?')} epochs, SGD (nesterov, lr {args.get('lr', '?')}, head x{args.get('head_lr_scale', '?')}),
 cosine schedule, label smoothing {args.get('label_smoothing', '?')}, train crop {args.get('train_crop', '?')} px,
-{args.get('augment', '?')} augmentation, {_frozen_phrase(args)} frozen{_ema_phrase(args)}. Full arguments are in
-`flowerdemo.json` (`training_args`).
+{args.get('augment', '?')} augmentation{_mix_phrase(args)}, {_frozen_phrase(args)} frozen{_ema_phrase(args)}. Full arguments are in
+`flowerdemo.json` (`training_args`).{_batchnorm_sentence(metrics)}
 
 ## Metrics
 | metric | value |
@@ -135,7 +135,26 @@ def _mirror_sentence(metadata: ModelMetadata) -> str:
 
 def _frozen_phrase(args: dict) -> str:
     stages = args.get("freeze_stages", "?")
-    return "nothing" if stages == 0 else f"the stem and first {stages} stage{'' if stages == 1 else 's'}"
+    if stages == 0:
+        return "nothing"
+    return "the stem and first stage" if stages == 1 else f"the stem and first {stages} stages"
+
+
+def _mix_phrase(args: dict) -> str:
+    mixup, cutmix = args.get("mixup_alpha", 0.0), args.get("cutmix_alpha", 0.0)
+    if not (mixup or cutmix):
+        return ""
+    kinds = " or ".join(f"{name} (alpha {alpha})" for name, alpha in (("mixup", mixup), ("CutMix", cutmix)) if alpha)
+    return f", {kinds} on {args.get('mix_prob', 1.0):.0%} of batches"
+
+
+def _batchnorm_sentence(metrics: dict) -> str:
+    batchnorm = metrics.get("batchnorm") or {}
+    if not batchnorm.get("recalibrated"):
+        return ""
+    return (f"\nAfter training, the BatchNorm statistics of the trained layers were recomputed on the "
+            f"{batchnorm['images']:,} training images at the eval transform (training saw smaller, augmented crops); "
+            "the weights are as trained.")
 
 
 def _ema_phrase(args: dict) -> str:

@@ -96,11 +96,16 @@ def adapt_stem_normalization(model: nn.Module, trained_mean, trained_std, config
     bn.running_mean.sub_(constant)
 
 
-def freeze_stem_and_stages(model: nn.Module, num_stages: int) -> list[nn.Module]:
-    """Freeze the stem and the first ``num_stages`` stages; return the frozen modules (keep their BN in eval)."""
+def frozen_stem_and_stages(model: nn.Module, num_stages: int) -> list[nn.Module]:
+    """The stem and the first ``num_stages`` stages (none when 0): what ``--freeze-stages`` leaves untrained."""
     if not 0 <= num_stages <= len(model.blocks):
         raise ValueError(f"--freeze-stages must be in [0, {len(model.blocks)}], got {num_stages}")
-    frozen = [model.conv_stem, model.bn1, *model.blocks[:num_stages]] if num_stages > 0 else []
+    return [model.conv_stem, model.bn1, *model.blocks[:num_stages]] if num_stages > 0 else []
+
+
+def freeze_stem_and_stages(model: nn.Module, num_stages: int) -> list[nn.Module]:
+    """Freeze the stem and the first ``num_stages`` stages; return the frozen modules (keep their BN in eval)."""
+    frozen = frozen_stem_and_stages(model, num_stages)
     for module in frozen:
         module.requires_grad_(False)
     return frozen

@@ -131,6 +131,32 @@ def test_trainer_runs_with_cutmix_and_mixup(trained, tmp_path):
     assert json.loads((tmp_path / "args.json").read_text())["cutmix_alpha"] == 1.0
 
 
+def test_batchnorm_recalibration_measures_the_loader_and_spares_kept_layers():
+    from torch.utils.data import TensorDataset, DataLoader
+    from flowerdemo.engine import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    kept, recalibrated = torch.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    model = torch.nn.Sequential(kept, torch.nn.Conv2d(3, 3, 1), recalibrated, torch.nn.Dropout(0.5))
+    kept.running_mean.fill_(7.0)
+    weights_before = {name: value.clone() for name, value in model.named_parameters()}
+    images = torch.randn(10, 3, 4, 4) * 2 + 5
+    # batches of unequal size (4, 4, 2): a cumulative average weighs batches equally, not images
+    loader = DataLoader(TensorDataset(images, torch.zeros(10)), batch_size=4)
+    seen = recalibrate_batchnorm(model, loader, keep=[kept])
+
+    assert seen == 10 and not model.training and not recalibrated.training
+    assert recalibrated.momentum == 0.1  # restored for anyone who trains on
+    assert torch.all(kept.running_mean == 7.0)
+    with torch.no_grad():
+        conv_outputs = [model[1](model[0](batch)) for batch, _ in loader]
+    expected_mean = torch.stack([out.mean(dim=(0, 2, 3)) for out in conv_outputs]).mean(0)
+    torch.testing.assert_close(recalibrated.running_mean, expected_mean)
+    assert recalibrated.num_batches_tracked.item() == 3
+    for name, value in model.named_parameters():
+        assert torch.equal(value, weights_before[name]), name
+
+
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
     root, out, _, _ = trained
@@ -152,6 +178,7 @@ def test_export_writes_a_hub_ready_folder(exported):
     # the rule that was really applied, with the targets it was given
     assert "accept at least 90% of the held-out validation flowers" in card and "widest equal margin" in card
     assert "mirror image" in card
+    assert "BatchNorm statistics" in card
 
 
 def test_metadata_round_trips_and_is_enough_to_use_the_model(exported):
@@ -165,9 +192,21 @@ def test_metadata_round_trips_and_is_enough_to_use_the_model(exported):
     assert meta["training_args"]["epochs"] == 1 and 0.05 <= meta["temperature"] <= 20
     assert meta["ood"]["score"] in ("energy", "max_logit", "max_prob", "knn_cosine")
     assert "top1" in meta["metrics"]["test"]
+    assert meta["metrics"]["batchnorm"] == {"recalibrated": True, "images": 4 * len(CLASSES)}
     x = torch.randn(2, 3, meta["preprocess"]["crop"], meta["preprocess"]["crop"])
     with torch.inference_mode():
         assert module(x).shape == (2, len(meta["class_names"]))
+
+
+def test_export_recalibrates_only_the_batchnorm_statistics_of_trained_layers(trained, exported):
+    _, out, _, _ = trained
+    _, folder = exported
+    shipped = torch.load(out / "model_best.pth", map_location="cpu", weights_only=False)["model"]
+    exported_state = {name.removeprefix("backbone."): value
+                      for name, value in torch.jit.load(str(folder / "model.pt")).state_dict().items()}
+    assert torch.equal(exported_state["bn1.running_mean"], shipped["bn1.running_mean"])  # frozen stem: ImageNet's
+    assert not torch.equal(exported_state["bn2.running_mean"], shipped["bn2.running_mean"])  # trained last layer
+    assert torch.equal(exported_state["classifier.weight"], shipped["classifier.weight"])  # weights untouched
 
 
 def test_forward_equals_head_of_features(exported):
