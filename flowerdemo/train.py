@@ -170,7 +170,7 @@ def build_model_ema(model: nn.Module, decay: float):
     return ModelEmaV3(model, decay=decay, use_warmup=True, warmup_power=0.75)
 
 
-def build_batch_mixer(args, num_classes: int):
+def build_batch_mixer(args, num_classes: int, train_size: int | None = None):
     """timm's Mixup/CutMix over whole batches, or None when both alphas are 0.
 
     The mixer makes soft targets and applies the label smoothing itself, so the loss becomes soft-target
@@ -185,6 +185,10 @@ def build_batch_mixer(args, num_classes: int):
         raise ValueError(f"--mix-prob must be in (0, 1], got {args.mix_prob}")
     if args.batch_size % 2:
         raise ValueError(f"mixup and CutMix pair each image with another: --batch-size must be even, got {args.batch_size}")
+    if train_size is not None and train_size <= args.batch_size and train_size % 2:
+        # the loader keeps a lone batch whole (drop_last is off then), so the set itself must pair up
+        raise ValueError(f"mixup and CutMix pair each image with another: {train_size} training images fit in one "
+                         "batch and are an odd number; add or drop an image, or turn mixing off")
     from timm.data import Mixup
 
     return Mixup(mixup_alpha=args.mixup_alpha, cutmix_alpha=args.cutmix_alpha, prob=args.mix_prob,
@@ -235,7 +239,7 @@ def main(args) -> dict:
         print(f"initialised from {args.init_from}")
     frozen = freeze_stem_and_stages(model, args.freeze_stages)
     model.to(device)
-    batch_mixer = build_batch_mixer(args, len(class_names))
+    batch_mixer = build_batch_mixer(args, len(class_names), len(train_loader.dataset))
     # The mixer smooths its soft targets itself, so only the plain loss gets label smoothing.
     criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if batch_mixer is not None else args.label_smoothing)
     optimizer = build_optimizer(model, args)

@@ -119,6 +119,9 @@ def test_mixing_is_off_by_default_and_bad_settings_name_the_rule():
         train.build_batch_mixer(parser.parse_args(["--mixup-alpha", "-1"]), 3)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         train.build_batch_mixer(parser.parse_args(["--cutmix-alpha", "1", "--mix-prob", "0"]), 3)
+    with pytest.raises(ValueError, match="7 training images fit in one batch and are an odd number"):
+        train.build_batch_mixer(parser.parse_args(["--cutmix-alpha", "1", "--batch-size", "8"]), 3, train_size=7)
+    assert train.build_batch_mixer(parser.parse_args(["--cutmix-alpha", "1", "--batch-size", "8"]), 3, train_size=9)
 
 
 def test_trainer_runs_with_cutmix_and_mixup(trained, tmp_path):
