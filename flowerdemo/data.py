@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from .preprocess import load_image
+from .preprocess import PreprocessConfig, eval_transform, load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_DATA_PATH = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "flowers102"
@@ -40,6 +40,11 @@ class ImageListDataset(Dataset):
         sample = self.samples[index]
         image = load_image(sample.path)
         return (self.transform(image) if self.transform else image), sample.label
+
+
+def eval_loader(samples: list[Sample], preprocess: PreprocessConfig, workers: int = 2, batch_size: int = 32) -> DataLoader:
+    """The samples in order, each prepared exactly as the app prepares a photo (the one eval transform)."""
+    return DataLoader(ImageListDataset(samples, eval_transform(preprocess)), batch_size=batch_size, num_workers=workers)
 
 
 def load_split(root: str | os.PathLike, split: str, limit_per_class: int | None = None) -> tuple[list[Sample], list[str]]:

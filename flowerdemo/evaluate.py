@@ -13,23 +13,21 @@ import json
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import DataLoader
 
 from . import engine
-from .data import DEFAULT_DATA_PATH, DEFAULT_NONFLOWER_PATH, ImageListDataset, Sample, list_images, load_split
+from .data import DEFAULT_DATA_PATH, DEFAULT_NONFLOWER_PATH, Sample, eval_loader, list_images, load_split
 from .metrics import (confusion_matrix, expected_calibration_error, macro_f1, most_confused_pairs,
                       negative_log_likelihood, per_class_accuracy, per_class_f1, reliability_bins, roc_auc,
                       softmax, topk_accuracy)
 from .ood import fpr_at_tpr, ood_scores_np
-from .preprocess import PreprocessConfig, eval_transform
+from .preprocess import PreprocessConfig
 
 
 def collect_outputs(module, preprocess: PreprocessConfig, samples, workers: int = 2, desc: str = "eval"):
     """(logits [N, K], pooled embeddings [N, C], labels [N]) of an artifact for samples (``Sample``s or plain
     paths, label -1), preprocessed exactly as the app does."""
     samples = [s if isinstance(s, Sample) else Sample(str(s), -1) for s in samples]
-    loader = DataLoader(ImageListDataset(samples, eval_transform(preprocess)), batch_size=32, num_workers=workers)
-    return engine.collect_outputs(module.features, module.head, loader, desc=desc)
+    return engine.collect_outputs(module.features, module.head, eval_loader(samples, preprocess, workers), desc=desc)
 
 
 def evaluate_split(model: str, data_path: str, split: str, nonflower_paths=None, workers: int = 2,

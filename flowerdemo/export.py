@@ -89,15 +89,12 @@ def recalibrate_on_training_images(backbone: nn.Module, samples, preprocess: Pre
                                    workers: int) -> int:
     """Give the unfrozen BatchNorm layers the statistics of the training images as the app will see them
     (the eval transform), before anything is calibrated or measured. Returns the number of images used."""
-    from torch.utils.data import DataLoader
-
-    from .data import ImageListDataset
+    from .data import eval_loader
     from .engine import recalibrate_batchnorm
     from .models import frozen_stem_and_stages
-    from .preprocess import eval_transform
 
-    loader = DataLoader(ImageListDataset(samples, eval_transform(preprocess)), batch_size=64, num_workers=workers)
-    return recalibrate_batchnorm(backbone, loader, keep=frozen_stem_and_stages(backbone, frozen_stages))
+    return recalibrate_batchnorm(backbone, eval_loader(samples, preprocess, workers, batch_size=64),
+                                 keep=frozen_stem_and_stages(backbone, frozen_stages))
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -23,11 +23,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import __version__
-from .data import DEFAULT_DATA_PATH, ImageListDataset, training_and_selection_samples
+from .data import DEFAULT_DATA_PATH, ImageListDataset, eval_loader, training_and_selection_samples
 from .engine import collect_outputs
 from .metrics import topk_accuracy
 from .models import ARCHITECTURES, create_model, freeze_stem_and_stages
-from .preprocess import PreprocessConfig, eval_transform, train_transform
+from .preprocess import PreprocessConfig, train_transform
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -205,8 +205,7 @@ def make_loaders(args, preprocess: PreprocessConfig):
         num_workers=args.workers, persistent_workers=args.workers > 0, generator=generator,
         worker_init_fn=_seed_worker,
     )
-    val_loader = DataLoader(ImageListDataset(val_samples, eval_transform(preprocess)), batch_size=64,
-                            num_workers=args.workers)
+    val_loader = eval_loader(val_samples, preprocess, args.workers, batch_size=64)
     return train_loader, val_loader, class_names
 
 
