@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default=None, help="image file for predict/explain (default: first examples/*.jpg)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--no-ood", action="store_true",
-                        help="also time predict() with the model's OOD rule removed, to show its cost before/after")
+                        help="also time predict() with the model's verdict rule (ImageNet view + k-NN) removed, to "
+                             "show its cost")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be >= 1 and --warmup >= 0")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}  threads {torch.get_num_threads()} (interop {torch.get_num_interop_threads()})  "
           f"cpus {os.cpu_count()}")
     print(f"model  {classifier.source}  arch {meta.arch}  classes {meta.num_classes}  "
-          f"ood {meta.ood.score + f' k={meta.ood.k}' if meta.ood else 'none'}")
+          f"verdict rule {'ImageNet view + k-NN (k=%d)' % meta.gate.knn_k if meta.gate else 'none'}")
     print(f"model.pt  {os.path.getsize(model_file) / 1e6:.2f} MB ({os.path.getsize(model_file) / 2**20:.2f} MiB)   "
           f"load {load_s * 1e3:.0f} ms")
     print(f"image  {image}  {image_size[0]}x{image_size[1]}")
@@ -105,21 +106,29 @@ def main(argv: list[str] | None = None) -> int:
 
     x = torch.randn(1, 3, crop, crop)
 
-    def forward():
+    def species_network():
         with torch.inference_mode():
             classifier.module(x)
 
+    def forward():
+        with torch.inference_mode():
+            classifier.module(x)
+            if meta.gate is not None:
+                classifier.module.imagenet_logits(x)
+
+    species_times = time_calls(species_network, args.runs, args.warmup)
     forward_times = time_calls(forward, args.runs, args.warmup)
-    print(f"forward (module(x), {crop}px)         {fmt(forward_times)}")
+    print(f"species network only (module(x))    {fmt(species_times)}")
+    print(f"forward (+ ImageNet view), {crop}px    {fmt(forward_times)}")
 
     predict_times = time_calls(lambda: classifier.predict(image), args.runs, args.warmup)
     print(f"predict (decode+preprocess+fwd+OOD) {fmt(predict_times)}")
 
     if args.no_ood:
-        if meta.ood is None:
+        if meta.gate is None:
             print("predict without OOD                 (the model has no OOD rule: nothing to compare)")
         else:
-            with_rule, without_rule = meta, dataclasses.replace(meta, ood=None)
+            with_rule, without_rule = meta, dataclasses.replace(meta, gate=None)
             classifier.metadata = without_rule
             assert classifier.predict(image).is_flower is None  # the rule really is off
             classifier.metadata = with_rule

@@ -1,7 +1,10 @@
 """The self-describing model artifact: a TorchScript file whose extra file ``flowerdemo.json`` says everything
-needed to use it (class names, preprocessing, calibration temperature, out-of-distribution rule, metrics...).
+needed to use it (class names, preprocessing, calibration temperature, the verdict rule and its ImageNet class
+names, prediction sets, metrics...).
 
-``torch.jit.load(path, _extra_files={"flowerdemo.json": ""})`` is enough to use a model correctly.
+``torch.jit.load(path, _extra_files={"flowerdemo.json": ""})`` is enough to use a model correctly; the frozen
+ImageNet view is stored in half precision (``model.imagenet.float()`` once after loading, as ``load_artifact``
+does).
 """
 from __future__ import annotations
 
@@ -15,12 +18,18 @@ from typing import Any
 
 import torch
 
+from .conformal import ConformalConfigError, ConformalSets
+from .ood import FlowerGate, GateConfigError
 from .preprocess import PreprocessConfig, PreprocessConfigError
 
-FORMAT_VERSION = 1
+# 2: the verdict rule (ImageNet view + k-NN), prediction sets and ImageNet class names replace format 1's
+# single-score "ood" rule. Format 1 files are refused with the command that upgrades them.
+FORMAT_VERSION = 2
 METADATA_FILE = "flowerdemo.json"
 MODEL_FILE = "model.pt"
 REQUIRED_METHODS = ("forward", "features", "head")
+GATE_METHODS = ("imagenet_logits",)
+REEXPORT_HINT = "python -m flowerdemo.export --from-model OLD_MODEL_FOLDER --output NEW_MODEL_FOLDER"
 # What the network does inside features() beyond one plain pass; informational: the file does it itself.
 TEST_TIME_AUGMENTATIONS = ("none", "hflip_mean")
 
@@ -30,25 +39,15 @@ class ModelLoadError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class OODRule:
-    """How to score "not a flower": ``score`` names the method; scores above ``threshold`` are rejected."""
-
-    score: str
-    threshold: float
-    k: int = 0  # neighbours, for the k-NN score
-
-    def to_dict(self) -> dict:
-        return {"score": self.score, "threshold": self.threshold, "k": self.k}
-
-
-@dataclass(frozen=True)
 class ModelMetadata:
     class_names: tuple
     preprocess: PreprocessConfig
     arch: str
     format_version: int = FORMAT_VERSION
     temperature: float = 1.0
-    ood: OODRule | None = None
+    gate: FlowerGate | None = None  # None: no "not a flower" check, every photo gets the closest species
+    imagenet_class_names: tuple = ()  # the ImageNet view's classes, for "it looks like a beagle"
+    prediction_sets: ConformalSets | None = None
     metrics: dict = field(default_factory=dict)
     training_args: dict = field(default_factory=dict)
     flowerdemo_version: str = ""
@@ -65,7 +64,9 @@ class ModelMetadata:
             "class_names": list(self.class_names),
             "preprocess": self.preprocess.to_dict(),
             "temperature": self.temperature,
-            "ood": self.ood.to_dict() if self.ood else None,
+            "gate": self.gate.to_dict() if self.gate else None,
+            "imagenet_class_names": list(self.imagenet_class_names),
+            "prediction_sets": self.prediction_sets.to_dict() if self.prediction_sets else None,
             "metrics": self.metrics,
             "training_args": self.training_args,
             "flowerdemo_version": self.flowerdemo_version,
@@ -78,13 +79,16 @@ class ModelMetadata:
     @classmethod
     def from_dict(cls, data: Any) -> "ModelMetadata":
         """Validate untrusted metadata; every problem is a :class:`ModelLoadError` that says what is wrong."""
-        from .ood import OOD_SCORES
-
         if not isinstance(data, dict):
             raise ModelLoadError(f"{METADATA_FILE} must hold a JSON object, got {type(data).__name__}")
         missing = [key for key in ("format_version", "arch", "class_names", "preprocess") if key not in data]
         if missing:
             raise ModelLoadError(f"{METADATA_FILE} is missing {', '.join(missing)}; re-export the model with flowerdemo.export")
+        if data["format_version"] == 1:
+            raise ModelLoadError(
+                f"this model was exported by an older flowerdemo (format 1: no ImageNet view, no prediction sets); "
+                f"re-export it from its own weights with: {REEXPORT_HINT}"
+            )
         if data["format_version"] != FORMAT_VERSION:
             raise ModelLoadError(
                 f"{METADATA_FILE} format_version {data['format_version']!r} is not supported (this flowerdemo reads "
@@ -102,17 +106,17 @@ class ModelMetadata:
         temperature = data.get("temperature", 1.0)
         if not _is_number(temperature) or not 0.05 <= temperature <= 20:
             raise ModelLoadError(f"{METADATA_FILE}: temperature must be a number in [0.05, 20], got {temperature!r}")
-        ood = None
-        if data.get("ood") is not None:
-            raw = data["ood"]
-            if not isinstance(raw, dict) or raw.get("score") not in OOD_SCORES or not _is_number(raw.get("threshold")):
-                raise ModelLoadError(
-                    f"{METADATA_FILE}: ood must be {{score: one of {', '.join(OOD_SCORES)}, threshold: number}}, got {raw!r}"
-                )
-            k = raw.get("k", 0)
-            if not isinstance(k, int) or k < 0:
-                raise ModelLoadError(f"{METADATA_FILE}: ood.k must be a non-negative integer, got {k!r}")
-            ood = OODRule(raw["score"], float(raw["threshold"]), k)
+        try:
+            gate = FlowerGate.from_dict(data["gate"]) if data.get("gate") is not None else None
+            sets = ConformalSets.from_dict(data["prediction_sets"]) if data.get("prediction_sets") is not None else None
+        except (GateConfigError, ConformalConfigError) as error:
+            raise ModelLoadError(f"{METADATA_FILE}: {error}") from None
+        imagenet_names = data.get("imagenet_class_names") or []
+        if not isinstance(imagenet_names, list) or not all(isinstance(n, str) and n for n in imagenet_names):
+            raise ModelLoadError(f"{METADATA_FILE}: imagenet_class_names must be a list of non-empty strings")
+        if gate is not None and len(imagenet_names) != gate.imagenet_classes:
+            raise ModelLoadError(f"{METADATA_FILE}: the gate weighs {gate.imagenet_classes} ImageNet classes but "
+                                 f"imagenet_class_names lists {len(imagenet_names)}")
         augmentation = data.get("test_time_augmentation", "none")
         if augmentation not in TEST_TIME_AUGMENTATIONS:
             raise ModelLoadError(f"{METADATA_FILE}: test_time_augmentation must be one of "
@@ -123,7 +127,9 @@ class ModelMetadata:
             arch=str(data["arch"]),
             format_version=FORMAT_VERSION,
             temperature=float(temperature),
-            ood=ood,
+            gate=gate,
+            imagenet_class_names=tuple(imagenet_names),
+            prediction_sets=sets,
             metrics=data.get("metrics") or {},
             training_args=data.get("training_args") or {},
             flowerdemo_version=str(data.get("flowerdemo_version", "")),
@@ -170,10 +176,12 @@ def load_artifact(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, Mode
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelLoadError(f"{path}: {METADATA_FILE} is not valid JSON ({error})") from None
     metadata = ModelMetadata.from_dict(data)
-    for method in REQUIRED_METHODS:
+    for method in REQUIRED_METHODS + (GATE_METHODS if metadata.gate else ()):
         if not hasattr(module, method):
             raise ModelLoadError(f"{path} lacks the exported method {method}(); export it with flowerdemo.export")
     module.eval()
+    if metadata.gate is not None and hasattr(module, "imagenet"):
+        module.imagenet.float()  # stored in half precision to keep the file small; computed in full precision
     _check_output_width(module, metadata, path)
     _check_test_time_augmentation(module, metadata, path)
     return module, metadata
@@ -205,3 +213,9 @@ def _check_output_width(module, metadata: ModelMetadata, path: str) -> None:
             f"{path}: the network outputs {tuple(logits.shape)} logits but the metadata names "
             f"{metadata.num_classes} classes; the file and its metadata do not belong together"
         )
+    if metadata.gate is not None:
+        with torch.inference_mode():
+            width = module.imagenet_logits(probe).shape[-1]
+        if width != metadata.gate.imagenet_classes:
+            raise ModelLoadError(f"{path}: the ImageNet view outputs {width} classes but the metadata names "
+                                 f"{metadata.gate.imagenet_classes}; the file and its metadata do not belong together")

@@ -185,7 +185,7 @@ def result_dict(result: Result) -> dict:
     return {"file": result.file, **result.prediction.to_dict()}
 
 
-CSV_COLUMNS = ("file", "label", "prob", "is_flower", "ood_score", "error")
+CSV_COLUMNS = ("file", "label", "prob", "verdict", "is_flower", "looks_like", "prediction_set", "ood_score", "error")
 
 
 def csv_writer(stream):
@@ -194,13 +194,14 @@ def csv_writer(stream):
 
     def write(result: Result) -> None:
         if result.error is not None:
-            writer.writerow([result.file, "", "", "", "", result.error])
+            writer.writerow([result.file] + [""] * (len(CSV_COLUMNS) - 2) + [result.error])
         else:
             data = result.prediction.to_dict()
             top = data["top_k"][0]
             flower = {True: "true", False: "false", None: ""}[data["is_flower"]]
             score = "" if data["ood_score"] is None else data["ood_score"]
-            writer.writerow([result.file, top["label"], top["prob"], flower, score, ""])
+            writer.writerow([result.file, top["label"], top["prob"], data["verdict"] or "", flower,
+                             data["looks_like"] or "", "|".join(data["prediction_set"]), score, ""])
         stream.flush()
 
     return write
@@ -208,7 +209,7 @@ def csv_writer(stream):
 
 def table_writer(stream, files: Sequence[str]):
     width = min(max(len("file"), *(len(f) for f in files)), 60)
-    print(f"{'file':{width}}  {'prediction':28}  {'prob':>6}  {'flower?':7}  others", file=stream)
+    print(f"{'file':{width}}  {'prediction':28}  {'prob':>6}  {'verdict':24}  others", file=stream)
 
     def write(result: Result) -> None:
         name = result.file if len(result.file) <= width else "..." + result.file[-(width - 3):]
@@ -221,8 +222,18 @@ def table_writer(stream, files: Sequence[str]):
     return write
 
 
+def verdict_cell(prediction) -> str:
+    """species / "one of N" / unknown species / "NOT A FLOWER (beagle)", in at most 24 characters."""
+    if prediction.verdict == "not_a_flower":
+        return f"NOT A FLOWER ({prediction.looks_like})"[:24] if prediction.looks_like else "NOT A FLOWER"
+    if prediction.verdict == "unknown_species":
+        return "unknown species"
+    if len(prediction.prediction_set) > 1:
+        return f"one of {len(prediction.prediction_set)}"
+    return "species" if prediction.verdict else "?"
+
+
 def table_cells(prediction) -> str:
     label, prob = prediction.top_k[0]
-    flower = {True: "yes", False: "NO", None: "?"}[prediction.is_flower]
     others = ", ".join(f"{name} {p:.1%}" for name, p in prediction.top_k[1:])
-    return f"{label[:28]:28}  {prob:6.1%}  {flower:7}  {others}"
+    return f"{label[:28]:28}  {prob:6.1%}  {verdict_cell(prediction):24}  {others}"

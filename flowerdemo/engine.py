@@ -1,6 +1,7 @@
 """Running a network over a DataLoader (shared by the trainer, the evaluator and the exporter)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -12,22 +13,39 @@ from .ood import pooled_embedding
 Stage = Callable[[torch.Tensor], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """What a network gave for a list of images, in order (numpy arrays)."""
+
+    logits: np.ndarray  # [N, K]
+    embeddings: np.ndarray  # [N, C] pooled feature maps
+    labels: np.ndarray  # [N], -1 where unknown
+    imagenet_logits: np.ndarray | None = None  # [N, 1000], when the ImageNet view was asked for
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
 @torch.inference_mode()
 def collect_outputs(features: Stage, head: Stage, loader, device: torch.device = torch.device("cpu"),
-                    desc: str = "eval"):
-    """(logits [N, K], pooled embeddings [N, C], labels [N]) as numpy arrays, in loader order.
+                    desc: str = "eval", imagenet: Stage | None = None) -> Outputs:
+    """Run the network over ``loader``.
 
     The network comes as its two halves, the split Grad-CAM needs too: the eager timm model passes
-    ``forward_features``/``forward_head``, a TorchScript artifact its exported ``features``/``head``.
-    The caller puts the network in eval mode.
+    ``forward_features``/``forward_head``, a TorchScript artifact its exported ``features``/``head`` (and
+    ``imagenet_logits`` for the ImageNet view). The caller puts the network in eval mode.
     """
-    logits, embeddings, labels = [], [], []
+    logits, embeddings, labels, imagenet_logits = [], [], [], []
     for images, targets in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        feature_map = features(images.to(device, non_blocking=True))
+        images = images.to(device, non_blocking=True)
+        feature_map = features(images)
         logits.append(head(feature_map).float().cpu().numpy())
         embeddings.append(pooled_embedding(feature_map).cpu().numpy())
         labels.append(np.asarray(targets))
-    return np.concatenate(logits), np.concatenate(embeddings), np.concatenate(labels).astype(np.int64)
+        if imagenet is not None:
+            imagenet_logits.append(imagenet(images).float().cpu().numpy())
+    return Outputs(np.concatenate(logits), np.concatenate(embeddings), np.concatenate(labels).astype(np.int64),
+                   np.concatenate(imagenet_logits) if imagenet is not None else None)
 
 
 @torch.no_grad()

@@ -19,15 +19,19 @@ from .data import DEFAULT_DATA_PATH, DEFAULT_NONFLOWER_PATH, Sample, eval_loader
 from .metrics import (confusion_matrix, expected_calibration_error, macro_f1, most_confused_pairs,
                       negative_log_likelihood, per_class_accuracy, per_class_f1, reliability_bins, roc_auc,
                       softmax, topk_accuracy)
-from .ood import fpr_at_tpr, ood_scores_np
+from .conformal import coverage_and_size
+from .ood import VERDICTS, fpr_at_tpr
 from .preprocess import PreprocessConfig
 
 
-def collect_outputs(module, preprocess: PreprocessConfig, samples, workers: int = 2, desc: str = "eval"):
-    """(logits [N, K], pooled embeddings [N, C], labels [N]) of an artifact for samples (``Sample``s or plain
-    paths, label -1), preprocessed exactly as the app does."""
+def collect_outputs(module, preprocess: PreprocessConfig, samples, workers: int = 2, desc: str = "eval",
+                    imagenet: bool = True) -> engine.Outputs:
+    """An artifact's outputs for samples (``Sample``s or plain paths, label -1), preprocessed exactly as the app
+    does; with the ImageNet view's logits when ``imagenet`` and the network has that view."""
     samples = [s if isinstance(s, Sample) else Sample(str(s), -1) for s in samples]
-    return engine.collect_outputs(module.features, module.head, eval_loader(samples, preprocess, workers), desc=desc)
+    view = module.imagenet_logits if imagenet and hasattr(module, "imagenet_logits") else None
+    return engine.collect_outputs(module.features, module.head, eval_loader(samples, preprocess, workers), desc=desc,
+                                  imagenet=view)
 
 
 def evaluate_split(model: str, data_path: str, split: str, nonflower_paths=None, workers: int = 2,
@@ -39,22 +43,78 @@ def evaluate_split(model: str, data_path: str, split: str, nonflower_paths=None,
     samples, class_names = load_split(data_path, split, limit_per_class)
     if list(class_names) != list(meta.class_names):
         raise ValueError(f"the model's {meta.num_classes} classes are not the dataset's {len(class_names)} classes")
-    logits, embeddings, labels = collect_outputs(classifier.module, meta.preprocess, samples, workers, split)
-    report = classification_report(logits, labels, class_names, meta.temperature)
+    flowers = collect_outputs(classifier.module, meta.preprocess, samples, workers, split)
+    report = classification_report(flowers.logits, flowers.labels, class_names, meta.temperature)
     report["model"], report["split"] = classifier.source, split
-    if meta.ood is not None and nonflower_paths:
-        other_logits, other_embeddings, _ = collect_outputs(classifier.module, meta.preprocess, nonflower_paths,
-                                                            workers, "non-flowers")
-        score, bank = meta.ood.score, classifier.ood_bank
-        flowers = ood_scores_np(score, logits, embeddings, meta.temperature, bank, meta.ood.k)
-        others = ood_scores_np(score, other_logits, other_embeddings, meta.temperature, bank, meta.ood.k)
-        report["ood"] = {
-            "score": meta.ood.score, "threshold": meta.ood.threshold, "nonflowers": len(others),
-            "auroc": roc_auc(others, flowers), "fpr_at_95_tpr": fpr_at_tpr(flowers, others, 0.95),
-            "flowers_rejected": float((flowers > meta.ood.threshold).mean()),
-            "nonflowers_rejected": float((others > meta.ood.threshold).mean()),
-        }
+    if isinstance(meta.metrics.get("cost"), dict):
+        report["cost"] = meta.metrics["cost"]  # measured by the exporter; benchmarks/bench_model.py re-measures
+    if meta.prediction_sets is not None:
+        report["prediction_sets"] = coverage_and_size(meta.prediction_sets, softmax(flowers.logits, meta.temperature),
+                                                      flowers.labels)
+    if meta.gate is not None:
+        gate, bank = meta.gate, classifier.ood_bank
+        flower_scores = gate.scores(flowers.imagenet_logits, flowers.embeddings, bank)
+        report["verdicts"] = {"flowers": verdict_shares(gate.verdicts(flower_scores))}
+        report["unknown_species"] = leave_classes_out(gate, flowers, bank, classifier.ood_bank_labels)
+        if nonflower_paths:
+            others = collect_outputs(classifier.module, meta.preprocess, nonflower_paths, workers, "non-flowers")
+            other_scores = gate.scores(others.imagenet_logits, others.embeddings, bank)
+            report["verdicts"]["nonflowers"] = verdict_shares(gate.verdicts(other_scores))
+            report["ood"] = rule_parts_report(gate, flower_scores, other_scores)
+            accepted = ~gate.rejected(other_scores)
+            report["ood"]["nonflowers_accepted_files"] = [Path(str(p)).name for p, keep in zip(nonflower_paths, accepted)
+                                                          if keep]
     return report
+
+
+def verdict_shares(verdicts) -> dict:
+    verdicts = list(verdicts)
+    return {name: verdicts.count(name) / len(verdicts) for name in VERDICTS} | {"images": len(verdicts)}
+
+
+def rule_parts_report(gate, flowers, others) -> dict:
+    """Each part of the rule (k-NN, ImageNet view, combined) and the rule as applied, on flowers vs non-flowers."""
+    def part(flower_scores, other_scores, threshold=None) -> dict:
+        row = {"auroc": roc_auc(other_scores, flower_scores), "fpr_at_95_tpr": fpr_at_tpr(flower_scores, other_scores, 0.95)}
+        if threshold is not None:
+            row |= {"threshold": threshold, "flowers_rejected": float((flower_scores > threshold).mean()),
+                    "nonflowers_rejected": float((other_scores > threshold).mean())}
+        return row
+
+    applied_flowers, applied_others = gate.rejected(flowers), gate.rejected(others)
+    return {
+        "nonflowers": int(len(others.knn)), "flowers": int(len(flowers.knn)),
+        "knn": part(flowers.knn, others.knn, gate.knn_reject_threshold),
+        "imagenet": part(flowers.imagenet, others.imagenet),
+        "combined": part(flowers.combined, others.combined, gate.reject_threshold),
+        "rule": {"flowers_rejected": float(applied_flowers.mean()), "nonflowers_rejected": float(applied_others.mean()),
+                 "plant_like_nonflowers_kept": int((others.plant_like & ~applied_others & (others.combined > gate.reject_threshold)).sum())},
+    }
+
+
+def leave_classes_out(gate, flowers: engine.Outputs, bank, bank_labels, folds: int = 5) -> dict | None:
+    """How often photos of a species missing from the k-NN bank are called ``unknown_species``.
+
+    Classes are dealt into ``folds`` groups by index; each group in turn is removed from the bank, and its photos
+    play flowers of unknown species. The network itself still trained on them (only the bank forgets them),
+    so this measures the threshold's mechanics, not a truly new species; see the README.
+    """
+    if bank is None or bank_labels is None or len(np.unique(flowers.labels)) < 2:
+        return None
+    bank_labels = np.asarray(bank_labels)
+    verdicts = []
+    for fold in range(folds):
+        left_out = np.unique(flowers.labels)[fold::folds]
+        photos = np.isin(flowers.labels, left_out)
+        kept = ~np.isin(bank_labels, left_out)
+        if not photos.any() or not kept.any():
+            continue
+        subset = engine.Outputs(flowers.logits[photos], flowers.embeddings[photos], flowers.labels[photos],
+                                flowers.imagenet_logits[photos])
+        verdicts += gate.verdicts(gate.scores(subset.imagenet_logits, subset.embeddings, bank[kept]))
+    known = gate.verdicts(gate.scores(flowers.imagenet_logits, flowers.embeddings, bank))
+    return {"folds": folds, "left_out": verdict_shares(verdicts),
+            "known_called_unknown": known.count("unknown_species") / len(known)}
 
 
 def classification_report(logits: np.ndarray, labels: np.ndarray, class_names, temperature: float = 1.0) -> dict:
@@ -88,17 +148,52 @@ def format_report(report: dict) -> str:
              f"  top-1     {summary['top1']:.2%}", f"  top-5     {summary['top5']:.2%}",
              f"  macro-F1  {summary['macro_f1']:.4f}",
              f"  ECE (15 bins) {calibration['ece_before']:.2%} raw -> {calibration['ece_after']:.2%} at T={calibration['temperature']:.3f}"]
-    if report.get("ood"):
-        ood = report["ood"]
-        lines += [f"  not-a-flower ({ood['score']}, {ood['nonflowers']} non-flower photos): AUROC {ood['auroc']:.4f}, "
-                  f"FPR@95%TPR {ood['fpr_at_95_tpr']:.2%}",
-                  f"    at the shipped threshold: {ood['nonflowers_rejected']:.1%} of non-flowers rejected, "
-                  f"{ood['flowers_rejected']:.1%} of flowers rejected"]
+    lines += verdict_lines(report)
     worst = sorted((row for row in report["per_class"] if row["accuracy"] is not None), key=lambda r: r["accuracy"])[:5]
     lines.append("  weakest classes: " + ", ".join(f"{r['class']} {r['accuracy']:.0%}" for r in worst))
     lines.append("  most confused (true -> predicted, count):")
     lines += [f"    {p['true']} -> {p['predicted']}: {p['count']}" for p in report["most_confused"][:5]]
     return "\n".join(lines)
+
+
+def verdict_lines(report: dict) -> list[str]:
+    """The verdict rule's part of the printed report."""
+    lines = []
+    if report.get("prediction_sets"):
+        sets = report["prediction_sets"]
+        lines.append(f"  prediction sets at {sets['level']:.0%}: coverage {sets['coverage']:.2%}, mean size "
+                     f"{sets['mean_size']:.3f}, one species {sets['singletons']:.1%}, largest {sets['max_size']}")
+    verdicts = report.get("verdicts") or {}
+    for group in ("flowers", "nonflowers"):
+        if group in verdicts:
+            row = verdicts[group]
+            lines.append(f"  verdicts on {row['images']} {'test flowers' if group == 'flowers' else 'held-out non-flowers'}: "
+                         + ", ".join(f"{name} {row[name]:.2%}" for name in VERDICTS))
+    if report.get("ood"):
+        ood = report["ood"]
+        lines.append(f"  not-a-flower parts ({ood['flowers']} flowers vs {ood['nonflowers']} non-flowers):")
+        for part in ("knn", "imagenet", "combined"):
+            row = ood[part]
+            text = f"    {part:9s} AUROC {row['auroc']:.4f}, FPR@95%TPR {row['fpr_at_95_tpr']:.2%}"
+            if "threshold" in row:
+                text += (f"; at its threshold {row['nonflowers_rejected']:.1%} of non-flowers and "
+                         f"{row['flowers_rejected']:.1%} of flowers rejected")
+            lines.append(text)
+        rule = ood["rule"]
+        lines.append(f"    the rule   rejects {rule['nonflowers_rejected']:.1%} of non-flowers, "
+                     f"{rule['flowers_rejected']:.1%} of flowers")
+    cost = report.get("cost") or {}
+    if "imagenet_view_ms_median" in cost:
+        lines.append(f"  cost of the ImageNet view (at export): {cost['imagenet_view_ms_median']} ms of "
+                     f"{cost['forward_ms_median']} ms per photo, {cost['imagenet_view_megabytes']} MB of model.pt")
+    unknown = report.get("unknown_species")
+    if unknown:
+        left = unknown["left_out"]
+        lines.append(f"  species left out of the k-NN bank ({unknown['folds']} folds, {left['images']} photos): "
+                     f"unknown_species {left['unknown_species']:.1%}, not_a_flower {left['not_a_flower']:.1%}, "
+                     f"named as a species {left['species']:.1%}; known species called unknown "
+                     f"{unknown['known_called_unknown']:.1%}")
+    return lines
 
 
 def write_report_files(report: dict, folder: Path, class_names) -> None:

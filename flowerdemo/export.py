@@ -1,46 +1,71 @@
-"""Turn a training checkpoint into a self-describing model folder (a Hugging Face model repo, as is).
+"""Turn trained weights into a self-describing model folder (a Hugging Face model repo, as is).
 
     python -m flowerdemo.export --checkpoint runs/lite0/model_best.pth --output weights
+    python -m flowerdemo.export --from-model weights --output weights-v2     # upgrade an exported model
 
-Steps: recompute the trained layers' BatchNorm statistics on the training images at the eval transform;
-script the network with ``features``/``head`` methods; fit the temperature on val; build the
-out-of-distribution rule (score chosen by AUROC on val flowers vs half of the non-flower photos; the
-threshold accepts at least 95 % of val flowers and clears that target and "reject 90 % of those
-non-flowers" by the widest equal margin); evaluate on the test split with the app's own loading code;
-write ``model.pt``, ``metrics.json``, plots and the model card.
+Steps, each a function below: load the weights (a trainer checkpoint, or an earlier artifact's own network);
+recompute the trained layers' BatchNorm statistics on the training images at the eval transform (checkpoints
+only); add the frozen ImageNet network as the "what else could it be" view; collect outputs on the k-NN bank
+(training images), val (never trained on) and the calibration non-flowers; calibrate (temperature, then
+conformal prediction sets on the calibrated probabilities); fit the verdict rule (:class:`~flowerdemo.ood.
+FlowerGate`); assemble the metadata; save; verify by evaluating the test split and the held-out non-flowers
+with the app's own loading code; write ``metrics.json``, plots and the model card.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import __version__
-from .artifact import MODEL_FILE, ModelMetadata, OODRule, quiet_torchscript, save_artifact
+from .artifact import (METADATA_FILE, MODEL_FILE, ModelMetadata, load_artifact, quiet_torchscript,
+                       save_artifact)
 from .calibration import fit_temperature
+from .conformal import ConformalSets, fit_conformal, select_penalty
 from .data import DEFAULT_DATA_PATH, DEFAULT_NONFLOWER_PATH, list_images, training_and_selection_samples
-from .ood import OOD_SCORES, normalize, ood_scores_np, threshold_with_widest_margin
-from .metrics import roc_auc
+from .engine import Outputs
+from .metrics import roc_auc, softmax
+from .ood import (FlowerGate, fit_logistic, log_softmax_np, knn_distance, normalize, out_of_fold_scores,
+                  plant_like_indices, threshold_at_acceptance, threshold_with_widest_margin)
 from .preprocess import PreprocessConfig
 
 BANK_DTYPE = torch.float16  # halves the bank's share of model.pt; cosine similarity does not need more
+IMAGENET_VIEW_DTYPE = torch.float16  # the frozen ImageNet copy is stored in half precision (model.pt <= 32 MB)
+L2_CANDIDATES = (0.001, 0.01, 0.1, 1.0)
+# Run options: where things were on the machine that trained, not part of the recipe; never published.
+RUN_OPTIONS = ("data_path", "output_dir", "resume", "init_from", "workers", "device")
+
+
+class ExportError(RuntimeError):
+    """The weights or the data cannot make a model folder; the message says what to change."""
 
 
 class FlowerNet(nn.Module):
-    """What gets scripted: ``forward == head(features(x))``, plus the k-NN feature bank as a buffer."""
+    """What gets scripted: ``forward == head(features(x))``, the k-NN feature bank (and each bank image's class)
+    as buffers, and ``imagenet_logits(x)``: the frozen ImageNet network's 1,000 logits for the same input."""
 
     __constants__ = ["mirror_average"]  # a scripted constant: the unused branch compiles away
 
-    def __init__(self, backbone: nn.Module, ood_bank: torch.Tensor | None = None, mirror_average: bool = False):
+    def __init__(self, backbone: nn.Module, imagenet: nn.Module, ood_bank: torch.Tensor | None = None,
+                 bank_labels: torch.Tensor | None = None, mirror_average: bool = False):
         super().__init__()
         self.backbone = backbone
+        self.imagenet = imagenet
         self.mirror_average = mirror_average
         width = backbone.num_features
-        self.register_buffer("ood_bank", ood_bank.to(BANK_DTYPE) if ood_bank is not None else torch.zeros(0, width, dtype=BANK_DTYPE))
+        bank = ood_bank.to(BANK_DTYPE) if ood_bank is not None else torch.zeros(0, width, dtype=BANK_DTYPE)
+        labels = bank_labels if bank_labels is not None else torch.zeros(len(bank), dtype=torch.int64)
+        if len(labels) != len(bank):
+            raise ValueError(f"the bank has {len(bank)} rows but {len(labels)} labels")
+        self.register_buffer("ood_bank", bank)
+        self.register_buffer("ood_bank_labels", labels.to(torch.int16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -65,11 +90,53 @@ class FlowerNet(nn.Module):
         """Feature map -> logits [B, num_classes] (global pool, classifier)."""
         return self.backbone.forward_head(feature_map)
 
+    @torch.jit.export
+    def imagenet_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The same normalised images -> the frozen ImageNet network's logits [B, 1000] (one view, no mirror)."""
+        return self.imagenet(x)
 
-def script_model(backbone: nn.Module, ood_bank: torch.Tensor | None = None,
-                 mirror_average: bool = False) -> torch.jit.ScriptModule:
+
+def script_model(backbone: nn.Module, imagenet: nn.Module, ood_bank: torch.Tensor | None = None,
+                 bank_labels: torch.Tensor | None = None, mirror_average: bool = False) -> torch.jit.ScriptModule:
     with quiet_torchscript():
-        return torch.jit.script(FlowerNet(backbone.eval(), ood_bank, mirror_average).eval())
+        return torch.jit.script(FlowerNet(backbone.eval(), imagenet.eval(), ood_bank, bank_labels,
+                                          mirror_average).eval())
+
+
+def round_to_storage_precision(imagenet: nn.Module) -> nn.Module:
+    """The ImageNet view as it will compute after the half-precision round trip of ``model.pt``, so every
+    threshold is fitted on exactly the numbers the app will see."""
+    return imagenet.to(IMAGENET_VIEW_DTYPE).float().eval()
+
+
+def save_model(scripted: torch.jit.ScriptModule, metadata: ModelMetadata, path: Path) -> None:
+    """Save with the ImageNet view in half precision (the loader brings it back to float32)."""
+    scripted.imagenet.to(IMAGENET_VIEW_DTYPE)
+    try:
+        save_artifact(scripted, metadata, path)
+    finally:
+        scripted.imagenet.float()
+
+
+# ------------------------------------------------------------------------------------------------ load the weights
+
+
+@dataclass
+class Source:
+    """The trained network and what the exporter needs to know about it."""
+
+    backbone: nn.Module
+    class_names: list
+    recipe: dict  # training arguments, run options removed
+    preprocess: PreprocessConfig
+    epoch: int  # selected epoch, 1-based (-1 unknown)
+    batchnorm: dict  # already recalibrated? (an artifact's own record)
+    mirror_average: bool | None = None  # what an earlier artifact did; None for checkpoints
+
+
+def recipe_of(training_args: dict) -> dict:
+    """The training arguments without the run options (machine paths, workers, device)."""
+    return {key: value for key, value in training_args.items() if key not in RUN_OPTIONS}
 
 
 def load_checkpoint_backbone(path: str | Path):
@@ -85,6 +152,42 @@ def load_checkpoint_backbone(path: str | Path):
     return backbone.eval(), class_names, args, preprocess, checkpoint
 
 
+def source_from_checkpoint(path: str | Path) -> Source:
+    backbone, class_names, args, preprocess, checkpoint = load_checkpoint_backbone(path)
+    return Source(backbone, class_names, recipe_of(args), preprocess, checkpoint.get("epoch", -2) + 1,
+                  {"recalibrated": False})
+
+
+def source_from_model(path: str | Path) -> Source:
+    """The network inside an earlier artifact (any format version), to re-export it with this flowerdemo.
+
+    Read without ``load_artifact``'s checks on purpose: upgrading files those checks refuse is the point.
+    """
+    from .hub import parse_source, resolve_model_file
+    from .models import create_model
+
+    file = resolve_model_file(parse_source(str(path)))
+    extra = {METADATA_FILE: ""}
+    with quiet_torchscript():
+        module = torch.jit.load(file, map_location="cpu", _extra_files=extra)
+    try:
+        meta = json.loads(extra[METADATA_FILE])
+        class_names, args = list(meta["class_names"]), dict(meta["training_args"])
+        preprocess = PreprocessConfig.from_dict(meta["preprocess"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ExportError(f"{file} has no usable {METADATA_FILE} ({error}); export it from its checkpoint instead") from None
+    state = {key.removeprefix("backbone."): value for key, value in module.state_dict().items()
+             if key.startswith("backbone.")}
+    backbone = create_model(args.get("arch", meta.get("arch")), len(class_names), pretrained=False,
+                            preprocess=preprocess)
+    backbone.load_state_dict(state)
+    metrics = meta.get("metrics") or {}
+    return Source(backbone.eval(), class_names, recipe_of(args), preprocess,
+                  int((metrics.get("val") or {}).get("epoch", -1)),
+                  metrics.get("batchnorm") or {"recalibrated": False},
+                  meta.get("test_time_augmentation", "none") == "hflip_mean")
+
+
 def recalibrate_on_training_images(backbone: nn.Module, samples, preprocess: PreprocessConfig, frozen_stages: int,
                                    workers: int) -> int:
     """Give the unfrozen BatchNorm layers the statistics of the training images as the app will see them
@@ -97,28 +200,173 @@ def recalibrate_on_training_images(backbone: nn.Module, samples, preprocess: Pre
                                  keep=frozen_stem_and_stages(backbone, frozen_stages))
 
 
+def imagenet_class_info(arch: str) -> tuple[list[str], tuple]:
+    """(a short name per ImageNet class, the plant-like class indices), from timm's ImageNet metadata."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    names = [info.index_to_description(i).split(",")[0].strip() for i in range(info.num_classes())]
+    wnids = [info.index_to_label_name(i) for i in range(info.num_classes())]
+    return names, plant_like_indices(wnids)
+
+
+# ------------------------------------------------------------------------------------------------ calibrate
+
+
+def fit_prediction_sets(val: Outputs, temperature: float, level: float, penalty: float | None,
+                        k_reg: int) -> tuple[ConformalSets, dict]:
+    """Conformal sets on the calibrated probabilities of the val photos never trained on; the RAPS penalty
+    chosen on those photos too (:func:`~flowerdemo.conformal.select_penalty`) unless given."""
+    probabilities = softmax(val.logits, temperature)
+    report = {}
+    if penalty is None:
+        penalty, candidates = select_penalty(probabilities, val.labels, level, k_reg=k_reg)
+        report = {"penalty_candidates": {str(p): row for p, row in candidates.items()}}
+    return fit_conformal(probabilities, val.labels, level, penalty, k_reg), report
+
+
+@dataclass(frozen=True)
+class GateTargets:
+    accept: float = 0.98  # the "not a flower" threshold accepts at least this share of val flowers
+    reject: float = 0.99  # ... and aims to reject this share of the calibration non-flowers
+    knn_accept: float = 0.95  # k-NN alone (what a plant-like photo answers to): the flower guarantee
+    knn_reject: float = 0.90  # ... and its non-flower target
+    unknown_accept: float = 0.99  # known val flowers within the "unknown species" distance
+    knn_k: int = 5
+
+
+def gate_features(outputs: Outputs, bank: torch.Tensor, k: int) -> np.ndarray:
+    """[N, 1001]: the ImageNet view's log-probabilities, then the k-NN distance (the combined rule's inputs)."""
+    return np.concatenate([log_softmax_np(outputs.imagenet_logits), knn_distance(outputs.embeddings, bank, k)[:, None]],
+                          axis=1)
+
+
+def fit_gate(val: Outputs, nonflowers: Outputs, bank: torch.Tensor, plant_like: tuple,
+             targets: GateTargets) -> tuple[FlowerGate, dict]:
+    """The verdict rule and a report of how it was chosen, from val flowers against calibration non-flowers.
+
+    The regression's strength (L2) is chosen by out-of-fold AUROC, and the "not a flower" threshold on
+    out-of-fold scores too: in-sample scores of a 1,001-feature regression would make the margin look wider
+    than it will be on new photos.
+    """
+    features = np.concatenate([gate_features(val, bank, targets.knn_k), gate_features(nonflowers, bank, targets.knn_k)])
+    is_nonflower = np.r_[np.zeros(len(val)), np.ones(len(nonflowers))]
+    folds = int(min(5, len(val), len(nonflowers)))
+    if folds < 2:
+        raise ExportError("fitting the verdict rule needs at least 2 val flowers and 2 calibration non-flowers")
+    candidates = {}
+    for l2 in L2_CANDIDATES:
+        scores = out_of_fold_scores(features, is_nonflower, l2, folds)
+        candidates[l2] = (roc_auc(scores[is_nonflower == 1], scores[is_nonflower == 0]), scores)
+    best_l2 = max(L2_CANDIDATES, key=lambda l2: (round(candidates[l2][0], 6), l2))  # ties: the stronger prior
+    oof = candidates[best_l2][1]
+    weights, bias = fit_logistic(features, is_nonflower, best_l2)
+    flowers, others = is_nonflower == 0, is_nonflower == 1
+    reject_threshold = threshold_with_widest_margin(oof[flowers], oof[others], targets.accept, targets.reject)
+    knn = features[:, -1]
+    knn_reject = threshold_with_widest_margin(knn[flowers], knn[others], targets.knn_accept, targets.knn_reject)
+    gate = FlowerGate(knn_k=targets.knn_k, imagenet_weights=tuple(weights[:-1]), knn_weight=float(weights[-1]),
+                      bias=bias, reject_threshold=reject_threshold, knn_reject_threshold=knn_reject,
+                      unknown_threshold=threshold_at_acceptance(knn[flowers], targets.unknown_accept),
+                      plant_like=plant_like)
+    report = {
+        "l2": best_l2, "folds": folds, "val_flowers": int(flowers.sum()), "nonflowers": int(others.sum()),
+        "l2_candidates_oof_auroc": {str(l2): candidates[l2][0] for l2 in L2_CANDIDATES},
+        "oof_auroc": {"knn": roc_auc(knn[others], knn[flowers]), "combined": candidates[best_l2][0]},
+        "targets": {"accept": targets.accept, "reject": targets.reject, "knn_accept": targets.knn_accept,
+                    "knn_reject": targets.knn_reject, "unknown_accept": targets.unknown_accept},
+        "oof_val_flowers_rejected": float((oof[flowers] > reject_threshold).mean()),
+        "oof_nonflowers_rejected": float((oof[others] > reject_threshold).mean()),
+    }
+    return gate, report
+
+
+# ------------------------------------------------------------------------------------------------ cost
+
+
+def measure_cost(scripted: torch.jit.ScriptModule, crop: int, runs: int = 20) -> dict:
+    """Single-image latency of the whole network and of the ImageNet view alone (medians, this machine)."""
+    x = torch.randn(1, 3, crop, crop)
+
+    def median_ms(call) -> float:
+        with torch.inference_mode():
+            for _ in range(3):
+                call()
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                call()
+                times.append((time.perf_counter() - start) * 1000)
+        return round(statistics.median(times), 1)
+
+    def whole():
+        features = scripted.features(x)
+        scripted.head(features)
+        scripted.imagenet_logits(x)
+
+    parameters = sum(p.numel() for p in scripted.imagenet.parameters())
+    return {"imagenet_view_parameters": int(parameters),
+            "imagenet_view_megabytes": round(parameters * torch.finfo(IMAGENET_VIEW_DTYPE).bits / 8 / 1e6, 1),
+            "forward_ms_median": median_ms(whole), "imagenet_view_ms_median": median_ms(lambda: scripted.imagenet_logits(x)),
+            "threads": torch.get_num_threads(), "runs": runs}
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Export a checkpoint as a self-describing model folder", add_help=add_help)
-    parser.add_argument("--checkpoint", default="runs/lite0/model_best.pth")
+    parser = argparse.ArgumentParser(description="Export trained weights as a self-describing model folder",
+                                     add_help=add_help)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", default="runs/lite0/model_best.pth", help="a trainer checkpoint")
+    source.add_argument("--from-model", default=None,
+                        help="re-export the network of an earlier model (folder, model.pt or hf://...): the upgrade "
+                             "path for models from an older flowerdemo; its BatchNorm statistics are kept")
     parser.add_argument("--output", default="weights", help="model folder to write (uploadable to the Hub as is)")
     parser.add_argument("--data-path", default=str(DEFAULT_DATA_PATH))
     parser.add_argument("--nonflowers-path", default=str(DEFAULT_NONFLOWER_PATH),
-                        help="non-flower photos; even-numbered ones choose the OOD score, odd ones are held out")
-    parser.add_argument("--ood-score", default="auto", choices=["auto", *OOD_SCORES])
-    parser.add_argument("--knn-k", type=int, default=5)
-    parser.add_argument("--accept", type=float, default=0.95,
-                        help="the threshold accepts at least this fraction of val flowers, always")
-    parser.add_argument("--reject", type=float, default=0.90,
-                        help="target fraction of fit non-flowers to reject; the threshold clears both targets by the widest margin")
-    parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=True,
-                        help="the network averages each photo with its mirror image (about twice the compute)")
+                        help="everyday non-flower photos; even-numbered ones fit the verdict rule, odd ones are held out")
+    parser.add_argument("--knn-k", type=int, default=GateTargets.knn_k)
+    parser.add_argument("--accept", type=float, default=GateTargets.accept,
+                        help="the 'not a flower' threshold accepts at least this share of val flowers, always")
+    parser.add_argument("--reject", type=float, default=GateTargets.reject,
+                        help="target share of calibration non-flowers to reject; the threshold clears both targets "
+                             "by the widest margin")
+    parser.add_argument("--unknown-accept", type=float, default=GateTargets.unknown_accept,
+                        help="share of val flowers of known species within the 'unknown species' k-NN distance")
+    parser.add_argument("--set-level", type=float, default=0.95, help="prediction sets hold the true species this often")
+    parser.add_argument("--set-penalty", type=float, default=None,
+                        help="RAPS penalty per rank beyond --set-k-reg (0: APS); default: chosen on val (the smallest "
+                             "sets whose worst coverage over random val halves stays a point above the level)")
+    parser.add_argument("--set-k-reg", type=int, default=1)
+    parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=None,
+                        help="the network averages each photo with its mirror image (about twice the compute); "
+                             "default: on, or as the --from-model model did")
     parser.add_argument("--recalibrate-bn", action=argparse.BooleanOptionalAction, default=True,
                         help="recompute the BatchNorm statistics of the layers that trained on the training images "
-                             "at the eval transform (training saw smaller, augmented crops)")
+                             "at the eval transform (training saw smaller, augmented crops); checkpoints only")
     parser.add_argument("--test-split", default="test", help="reported split ('' to skip)")
     parser.add_argument("--limit-per-class", type=int, default=None, help="smoke tests only")
     parser.add_argument("--workers", type=int, default=2)
     return parser
+
+
+def load_source(args) -> Source:
+    if args.from_model:
+        return source_from_model(args.from_model)
+    if not Path(args.checkpoint).is_file():
+        raise ExportError(f"checkpoint not found: {args.checkpoint} (train one with python -m flowerdemo.train, "
+                          "or re-export a model with --from-model)")
+    return source_from_checkpoint(args.checkpoint)
+
+
+def nonflower_split(path: str) -> tuple[list[str], list[str]]:
+    """(even-numbered photos: fit the rule, odd-numbered: held out for the report)."""
+    photos = list_images(path)
+    if len(photos) < 4:
+        raise ExportError(f"{path} holds {len(photos)} images; the 'not a flower' rule needs a folder of everyday "
+                          "non-flower photos (a few hundred; at least 4)")
+    return photos[0::2], photos[1::2]
 
 
 def main(args) -> dict:
@@ -126,62 +374,57 @@ def main(args) -> dict:
 
     started = time.time()
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    backbone, class_names, training_args, preprocess, checkpoint = load_checkpoint_backbone(args.checkpoint)
-
+    source = load_source(args)
+    mirror_average = args.mirror_average if args.mirror_average is not None else source.mirror_average is not False
+    nonflower_fit, nonflower_holdout = nonflower_split(args.nonflowers_path)
     # The k-NN bank holds what the network trained on; calibration uses only val images it never trained on.
-    train_samples, val_samples, _ = training_and_selection_samples(
-        args.data_path, training_args.get("train_split", "train"), training_args.get("val_split", "val"),
-        training_args.get("val_fraction_for_training", 0.0), args.limit_per_class)
-    batchnorm = {"recalibrated": False}
-    if args.recalibrate_bn:
+    recipe = source.recipe
+    train_samples, val_samples, class_names = training_and_selection_samples(
+        args.data_path, recipe.get("train_split", "train"), recipe.get("val_split", "val"),
+        recipe.get("val_fraction_for_training", 0.0), args.limit_per_class)
+    if list(class_names) != list(source.class_names):
+        raise ExportError(f"the weights know {len(source.class_names)} classes but {args.data_path} names "
+                          f"{len(class_names)} (or other names); export with the data the model was trained on")
+    batchnorm = source.batchnorm
+    if args.recalibrate_bn and not args.from_model:
         batchnorm = {"recalibrated": True, "images": recalibrate_on_training_images(
-            backbone, train_samples, preprocess, training_args.get("freeze_stages", 0), args.workers)}
-    plain = script_model(backbone, mirror_average=args.mirror_average)
-    nonflowers = list_images(args.nonflowers_path)
-    nonflower_fit, nonflower_holdout = nonflowers[0::2], nonflowers[1::2]
+            source.backbone, train_samples, source.preprocess, recipe.get("freeze_stages", 0), args.workers)}
 
-    _, train_embeddings, _ = collect_outputs(plain, preprocess, train_samples, args.workers, "train bank")
-    val_logits, val_embeddings, val_labels = collect_outputs(plain, preprocess, val_samples, args.workers, "val")
-    fit_logits, fit_embeddings, _ = collect_outputs(plain, preprocess, nonflower_fit, args.workers, "non-flowers (fit)")
+    from .models import create_imagenet_model
 
-    temperature = fit_temperature(val_logits, val_labels)
-    bank = normalize(torch.from_numpy(train_embeddings))
-    selection = {}
-    for score in OOD_SCORES:
-        flowers = ood_scores_np(score, val_logits, val_embeddings, temperature, bank, args.knn_k)
-        others = ood_scores_np(score, fit_logits, fit_embeddings, temperature, bank, args.knn_k)
-        threshold = threshold_with_widest_margin(flowers, others, args.accept, args.reject)
-        selection[score] = {"val_auroc": roc_auc(others, flowers), "threshold": threshold,
-                            "val_flowers_accepted": float((flowers <= threshold).mean()),
-                            "fit_nonflowers_rejected": float((others > threshold).mean())}
-    chosen = max(selection, key=lambda s: selection[s]["val_auroc"]) if args.ood_score == "auto" else args.ood_score
-    rule = OODRule(chosen, selection[chosen]["threshold"], args.knn_k if chosen == "knn_cosine" else 0)
-    print(f"temperature {temperature:.3f}; OOD score candidates (val flowers vs fit non-flowers):")
-    for score, row in selection.items():
-        print(f"  {score:11s} AUROC {row['val_auroc']:.4f}  accepts {row['val_flowers_accepted']:.1%} of val flowers, "
-              f"rejects {row['fit_nonflowers_rejected']:.1%} of fit non-flowers")
-    print(f"chosen: {chosen}, threshold {rule.threshold:.4f}")
+    imagenet = round_to_storage_precision(create_imagenet_model(recipe["arch"], source.preprocess))
+    imagenet_names, plant_like = imagenet_class_info(recipe["arch"])
+    plain = script_model(source.backbone, imagenet, mirror_average=mirror_average)
+    train_out = collect_outputs(plain, source.preprocess, train_samples, args.workers, "train bank", imagenet=False)
+    val_out = collect_outputs(plain, source.preprocess, val_samples, args.workers, "val")
+    fit_out = collect_outputs(plain, source.preprocess, nonflower_fit, args.workers, "non-flowers (fit)")
 
-    scripted = script_model(backbone, bank if chosen == "knn_cosine" else None, args.mirror_average)
-    metadata = ModelMetadata(
-        class_names=tuple(class_names), preprocess=preprocess, arch=training_args["arch"], temperature=temperature,
-        ood=rule, training_args=training_args, flowerdemo_version=__version__,
-        metrics={"val": {"top1": float((val_logits.argmax(1) == val_labels).mean()), "epoch": checkpoint.get("epoch", -1) + 1},
-                 "ood_selection": selection, "ood_rule": {"rule": "widest_margin", "accept": args.accept, "reject": args.reject},
-                 "batchnorm": batchnorm},
-        test_time_augmentation="hflip_mean" if args.mirror_average else "none",
-    )
+    temperature = fit_temperature(val_out.logits, val_out.labels)
+    sets, sets_report = fit_prediction_sets(val_out, temperature, args.set_level, args.set_penalty, args.set_k_reg)
+    bank = normalize(torch.from_numpy(train_out.embeddings))
+    targets = GateTargets(args.accept, args.reject, unknown_accept=args.unknown_accept, knn_k=args.knn_k)
+    gate, gate_report = fit_gate(val_out, fit_out, bank, plant_like, targets)
+    print(f"temperature {temperature:.3f}; prediction sets at {sets.level:.0%}: qhat {sets.qhat:.4f}; verdict rule: "
+          f"L2 {gate_report['l2']}, out-of-fold AUROC {gate_report['oof_auroc']['combined']:.4f} "
+          f"(k-NN alone {gate_report['oof_auroc']['knn']:.4f})")
+
+    scripted = script_model(source.backbone, imagenet, bank, torch.from_numpy(train_out.labels), mirror_average)
+    metadata = assemble_metadata(source, class_names, temperature, gate, imagenet_names, sets, mirror_average, {
+        "val": {"top1": float((val_out.logits.argmax(1) == val_out.labels).mean()), "epoch": source.epoch,
+                "images": len(val_out)},
+        "gate_fit": gate_report, "prediction_sets_fit": sets_report, "batchnorm": batchnorm,
+        "cost": measure_cost(scripted, source.preprocess.crop)})
+    output.mkdir(parents=True, exist_ok=True)
     model_path = output / MODEL_FILE
-    save_artifact(scripted, metadata, model_path)
+    save_model(scripted, metadata, model_path)
+    verify_saved(model_path, metadata)
 
     if args.test_split:
         report = evaluate_split(str(model_path), args.data_path, args.test_split, nonflower_holdout,
                                 args.workers, args.limit_per_class)
-        metrics = dict(metadata.metrics, test=report["summary"], ood_test=report.get("ood"),
-                       calibration=report["calibration"])
-        metadata = ModelMetadata(**{**metadata.__dict__, "metrics": metrics})
-        save_artifact(scripted, metadata, model_path)
+        metadata = replace(metadata, metrics=dict(metadata.metrics, **metrics_from_report(report)))
+        metadata.metrics["cost"]["model_megabytes"] = round(model_path.stat().st_size / 1e6, 1)
+        save_model(scripted, metadata, model_path)
         write_report_files(report, output, class_names)
     from .model_card import write_model_card
 
@@ -191,5 +434,32 @@ def main(args) -> dict:
     return metadata.metrics
 
 
+def assemble_metadata(source: Source, class_names, temperature: float, gate: FlowerGate, imagenet_names,
+                      sets: ConformalSets, mirror_average: bool, metrics: dict) -> ModelMetadata:
+    return ModelMetadata(
+        class_names=tuple(class_names), preprocess=source.preprocess, arch=source.recipe["arch"],
+        temperature=temperature, gate=gate, imagenet_class_names=tuple(imagenet_names), prediction_sets=sets,
+        training_args=source.recipe, flowerdemo_version=__version__, metrics=metrics,
+        test_time_augmentation="hflip_mean" if mirror_average else "none",
+    )
+
+
+def verify_saved(path: Path, metadata: ModelMetadata) -> None:
+    """The file loads through the app's own loader and says what was meant to be said."""
+    _, loaded = load_artifact(path)
+    if loaded.to_dict() != ModelMetadata.from_dict(json.loads(metadata.to_json())).to_dict():
+        raise ExportError(f"{path} does not round-trip its metadata")
+
+
+def metrics_from_report(report: dict) -> dict:
+    """The evaluator's findings the artifact carries (the UI, the model card and metrics.json read these)."""
+    keys = ("verdicts", "ood", "unknown_species", "prediction_sets")
+    return {"test": report["summary"], "calibration": report["calibration"],
+            **{key: report[key] for key in keys if key in report}}
+
+
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    try:
+        main(get_args_parser().parse_args())
+    except ExportError as error:
+        raise SystemExit(f"export: error: {error}") from None

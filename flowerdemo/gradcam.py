@@ -51,15 +51,23 @@ def colorize(heatmap: np.ndarray) -> np.ndarray:
     return (rgb * 255).round().astype(np.uint8)
 
 
-def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.5) -> Image.Image:
-    """Blend a [h, w] heatmap in [0, 1], upsampled smoothly, over an RGB image of any size.
+def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[h, w] in [0, 1] -> [H, W] for ``size`` = (W, H), bilinear on the values themselves (never overshoots)."""
+    values = Image.fromarray(np.clip(np.nan_to_num(heatmap), 0.0, 1.0).astype(np.float32), mode="F")
+    return np.asarray(values.resize(size, Image.Resampling.BILINEAR), dtype=np.float32).clip(0.0, 1.0)
 
-    ``opacity`` 0 returns the image unchanged, 1 the heatmap alone.
+
+def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.5) -> Image.Image:
+    """Blend a [h, w] heatmap in [0, 1] over an RGB image of any size.
+
+    The map is upsampled first and coloured after, as pytorch-grad-cam does: resizing an already coloured 7x7
+    map would blend neighbouring colours into ones that are not on the ramp (blue and yellow make grey, not
+    cyan). ``opacity`` 0 returns the image unchanged, 1 the heatmap alone.
     """
     if heatmap.ndim != 2:
         raise ValueError(f"heatmap must be [h, w], got shape {heatmap.shape}")
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
     base = image.convert("RGB")
-    colored = Image.fromarray(colorize(heatmap)).resize(base.size, Image.Resampling.BICUBIC)
+    colored = Image.fromarray(colorize(upsample(heatmap, base.size)))
     return Image.blend(base, colored, float(opacity))

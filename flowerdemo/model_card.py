@@ -24,7 +24,7 @@ def _data_sentence(args: dict) -> str:
 def render_model_card(metadata: ModelMetadata) -> str:
     metrics = metadata.metrics
     test, val = metrics.get("test") or {}, metrics.get("val") or {}
-    calibration, ood = metrics.get("calibration") or {}, metrics.get("ood_test") or {}
+    calibration = metrics.get("calibration") or {}
     pre = metadata.preprocess
     args = metadata.training_args
     rows = [
@@ -34,15 +34,9 @@ def render_model_card(metadata: ModelMetadata) -> str:
         ("test ECE, 15 bins, raw -> calibrated", f"{_percent(calibration.get('ece_before'))} -> {_percent(calibration.get('ece_after'))}"),
         ("temperature (fitted on val)", f"{metadata.temperature:.3f}"),
     ]
-    if ood:
-        rows += [
-            (f"not-a-flower AUROC (test flowers vs {ood.get('nonflowers')} held-out non-flowers)", f"{ood['auroc']:.4f}"),
-            ("FPR at 95 % TPR", _percent(ood.get("fpr_at_95_tpr"))),
-            ("non-flowers rejected at the shipped threshold", _percent(ood.get("nonflowers_rejected"))),
-            ("test flowers rejected at the shipped threshold", _percent(ood.get("flowers_rejected"))),
-        ]
+    rows += _verdict_rows(metrics)
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
-    ood_line = _ood_rule_line(metadata)
+    gate_text = _gate_section(metadata)
     return f"""---
 license: apache-2.0
 library_name: pytorch
@@ -58,7 +52,8 @@ tags:
 # flowerdemo: Oxford Flowers-102 classifier ({metadata.arch})
 
 A TorchScript image classifier for the {metadata.num_classes} species of the Oxford Flowers-102 dataset, with
-calibrated probabilities and a "this is not a flower" rule. It powers the flowerdemo Gradio app.
+calibrated probabilities, "one of these" prediction sets, and three answers: a known species, a flower of a
+species it does not know, or not a flower (and what it looks like instead). It powers the flowerdemo Gradio app.
 
 ## Intended use
 Naming the species of a flower in a photo of the bloom, for curiosity and teaching. Not for identifying
@@ -71,10 +66,14 @@ named as the closest of them.
 import json, torch
 extra = {{"flowerdemo.json": ""}}
 model = torch.jit.load("{MODEL_FILE}", _extra_files=extra).eval()
-meta = json.loads(extra["flowerdemo.json"])  # class_names, preprocess, temperature, ood, metrics...
+model.imagenet.float()  # the frozen ImageNet view is stored in half precision
+meta = json.loads(extra["flowerdemo.json"])  # class_names, preprocess, temperature, gate, prediction_sets, metrics...
 probs = torch.softmax(model(x) / meta["temperature"], dim=1)  # x: [B,3,{pre.crop},{pre.crop}], preprocessed as below
+imagenet_logits = model.imagenet_logits(x)  # [B, 1000]; names in meta["imagenet_class_names"]
 ```
-`model.features(x)` gives the last feature map and `model.head(f)` the logits (`forward == head(features)`), for Grad-CAM.{_mirror_sentence(metadata)}
+`model.features(x)` gives the last feature map and `model.head(f)` the logits (`forward == head(features)`), for
+Grad-CAM; `model.ood_bank` holds the L2-normalised pooled features of the training images (k-NN), and
+`model.ood_bank_labels` their classes.{_mirror_sentence(metadata)}
 
 ## Preprocessing
 Resize the short side to {pre.resize} px ({pre.interpolation}, on the PIL image), center crop {pre.crop} px, scale to
@@ -93,17 +92,19 @@ cosine schedule, label smoothing {args.get('label_smoothing', '?')}, train crop 
 | --- | --- |
 {table}
 
-"Not a flower": {ood_line}. Non-flower photos are everyday ImageNet-style pictures; half of them were used
-to choose the score, the other half is held out for the numbers above.
+{gate_text}
 
 ![confusion matrix](confusion_matrix.png)
 ![reliability diagram](reliability_diagram.png)
 
 ## Limitations
-- 102 species only; a flower outside them is often named as a similar-looking species with high confidence.
+- {metadata.num_classes} species only. A flower of another species is called "a flower I don't know" only when it is far
+  from every training photo; one that resembles a known species is named as that species.
 - Trained on 10-15 photos per species: unusual angles, close-ups of leaves, drawings or heavy filters are less reliable.
-- The "not a flower" rule was calibrated on a few hundred everyday photos; plants that are not among the 102
+- The "not a flower" rule was fitted on a few hundred everyday photos; plants that are not among the known
   species, and flower-like objects (fabric prints, paintings) are the likeliest to get through.
+- "Unknown species" was measured by leaving species out of the k-NN bank, not on real unseen species: the network
+  itself trained on those species, so a truly new one may sit closer to a known species than that test suggests.
 - Probabilities are calibrated on the validation split (temperature scaling); they are not guarantees.
 """
 
@@ -112,18 +113,66 @@ def write_model_card(folder: str | Path, metadata: ModelMetadata) -> None:
     Path(folder, "README.md").write_text(render_model_card(metadata))
 
 
-def _ood_rule_line(metadata) -> str:
-    """The rule as export built it: its targets (metrics.ood_rule) and what it gave on the data it was set on."""
-    if metadata.ood is None:
-        return "none"
-    chosen = metadata.metrics["ood_selection"][metadata.ood.score]
-    targets = metadata.metrics["ood_rule"]
-    return (f"`{metadata.ood.score}` (k={metadata.ood.k}), threshold {metadata.ood.threshold:.4f}. Of the thresholds "
-            f"that accept at least {targets['accept']:.0%} of the held-out validation flowers, it is the one that "
-            f"clears both targets ({targets['accept']:.0%} of those flowers accepted, {targets['reject']:.0%} of the "
-            f"calibration non-flowers rejected) by the widest equal margin; on those it accepts "
-            f"{_percent(chosen['val_flowers_accepted'])} of flowers and rejects "
-            f"{_percent(chosen['fit_nonflowers_rejected'])} of non-flowers")
+def _verdict_rows(metrics: dict) -> list:
+    """Metric rows for each part of the verdict rule, the prediction sets and the cost (what export measured)."""
+    rows, ood = [], metrics.get("ood") or {}
+    if ood:
+        count = f"test flowers vs {ood.get('nonflowers')} held-out non-flowers"
+        for key, name in (("knn", "k-NN distance"), ("imagenet", "ImageNet view"), ("combined", "combined")):
+            part = ood.get(key) or {}
+            if "auroc" in part:
+                rows.append((f"not a flower, {name}: AUROC ({count})", f"{part['auroc']:.4f}"))
+        rule = ood.get("rule") or {}
+        rows += [("held-out non-flowers called not_a_flower", _percent(rule.get("nonflowers_rejected"))),
+                 ("test flowers called not_a_flower", _percent(rule.get("flowers_rejected")))]
+    flowers = (metrics.get("verdicts") or {}).get("flowers") or {}
+    if flowers:
+        rows.append(("test flowers called species / unknown_species",
+                     f"{_percent(flowers.get('species'))} / {_percent(flowers.get('unknown_species'))}"))
+    unknown = metrics.get("unknown_species") or {}
+    if unknown:
+        rows.append(("photos of species left out of the k-NN bank called unknown_species",
+                     _percent(unknown["left_out"]["unknown_species"])))
+    sets = metrics.get("prediction_sets") or {}
+    if sets:
+        rows.append((f"prediction sets at {sets['level']:.0%}: test coverage, mean size",
+                     f"{_percent(sets['coverage'])}, {sets['mean_size']:.3f}"))
+    cost = metrics.get("cost") or {}
+    if cost.get("imagenet_view_ms_median") is not None:
+        rows.append(("cost of the ImageNet view (1 image, CPU median; export machine)",
+                     f"{cost['imagenet_view_ms_median']} ms of {cost['forward_ms_median']} ms, "
+                     f"{cost['imagenet_view_megabytes']} MB (half precision)"))
+    return rows
+
+
+def _gate_section(metadata: ModelMetadata) -> str:
+    """How the three answers and the prediction sets are decided, as export built them."""
+    gate, sets = metadata.gate, metadata.prediction_sets
+    if gate is None:
+        return "No \"not a flower\" rule: every photo gets the closest of the known classes."
+    fit = metadata.metrics.get("gate_fit") or {}
+    targets = fit.get("targets") or {}
+    text = f"""## Three answers: species, unknown species, not a flower
+- **Not a flower**: a logistic regression (L2 {fit.get('l2', '?')}) on the log-probabilities of the frozen ImageNet
+  network (the network the fine-tune started from, {gate.imagenet_classes} classes, stored in half precision) and on the
+  cosine distance to the k-th nearest training image in the fine-tuned feature space (k-NN, k = {gate.knn_k}). It was fitted on
+  {fit.get('val_flowers', '?')} validation flowers never trained on against {fit.get('nonflowers', '?')} everyday non-flower
+  photos (the even-numbered half of the calibration folder); the odd-numbered half is held out for the numbers
+  above. Threshold {gate.reject_threshold:.3f} on the log-odds: of the thresholds that accept at least
+  {targets.get('accept', 0):.0%} of the validation flowers (out-of-fold scores), the one that clears that target and
+  "reject {targets.get('reject', 0):.0%} of the calibration non-flowers" by the widest equal margin.
+- Photos the ImageNet view files under a plant-like class ({len(gate.plant_like)} classes: daisy, pot, vase, bee,
+  butterflies, fungi...) are rejected only if the k-NN distance alone also exceeds {gate.knn_reject_threshold:.3f}.
+- A rejected photo's answer names what the ImageNet view sees ("it looks like a beagle"); the
+  {gate.imagenet_classes} names travel in `flowerdemo.json` (`imagenet_class_names`).
+- **Unknown species**: an accepted photo whose k-NN distance exceeds {gate.unknown_threshold:.3f}, the distance within which
+  {targets.get('unknown_accept', 0):.0%} of the validation flowers fall."""
+    if sets is not None:
+        text += f"""
+- **One of these**: split conformal prediction sets (RAPS, penalty {sets.penalty} beyond rank {sets.k_reg}, not
+  randomised) on the calibrated probabilities of {sets.calibration_images} validation photos never trained on;
+  they hold the true species with probability at least {sets.level:.0%} for photos like those."""
+    return text
 
 
 def _mirror_sentence(metadata: ModelMetadata) -> str:

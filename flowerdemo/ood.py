@@ -1,36 +1,68 @@
-"""Out-of-distribution ("not a flower") scores. Every score is *higher = less flower-like*."""
+"""The verdict on a photo: one of the known species, a flower of a species the model does not know, or not a
+flower at all. :class:`FlowerGate` owns the scores, their direction and the thresholds; the exporter fits it,
+the predictor and the evaluator call it. Every score here is *higher = less like a known flower*.
+
+Two views of a photo go into it:
+
+- **k-NN** (flower-feature space): the cosine distance from the photo's pooled embedding to its k-th nearest
+  training image (Sun et al. 2022, "Out-of-distribution detection with deep nearest neighbors"). Far from every
+  known species means "unknown species" or "not a flower"; on its own it cannot tell which, because the
+  fine-tuned network only knows flowers.
+- **ImageNet view**: the log-probabilities of the original, frozen ImageNet network, which tells a beagle, a
+  horse, a face and a toaster apart.
+
+The "not a flower" score is a logistic regression on both (``w . log p_imagenet + w_knn * knn + b``, the
+log-odds of "not a flower"), fitted on val flowers against calibration non-flowers. Photos that ImageNet files
+under a plant-like class (a daisy, a pot, a vase, a bee) are never rejected on the ImageNet view's word alone:
+the k-NN view must also find them far from every known flower.
+"""
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 
-OOD_SCORES = ("energy", "max_logit", "max_prob", "knn_cosine")
+VERDICTS = ("species", "unknown_species", "not_a_flower")
+
+# ImageNet synsets whose photos are often of flowers or other plants, or of things that go with blooms
+# (a pot, a vase, a bee or butterfly on a flower). WordNet ids, so the list does not depend on class order.
+PLANT_LIKE_WNIDS = (
+    "n11939491",  # daisy
+    "n12057211",  # yellow lady's slipper
+    "n11879895",  # rapeseed
+    "n12144580",  # corn
+    "n12267677",  # acorn
+    "n12620546",  # hip, rose hip
+    "n12768682",  # buckeye
+    "n13133613",  # ear, spike, capitulum
+    "n12985857", "n12998815", "n13037406", "n13040303", "n13044778", "n13052670", "n13054560",  # fungi
+    "n07734744",  # mushroom
+    "n07730033",  # cardoon
+    "n07718747",  # artichoke
+    "n07714571", "n07714990", "n07715103",  # cabbage, broccoli, cauliflower
+    "n07745940", "n07753113", "n07753275", "n07768694",  # strawberry, fig, pineapple, pomegranate
+    "n03991062",  # pot, flowerpot
+    "n04522168",  # vase
+    "n03457902",  # greenhouse
+    "n02206856",  # bee
+    "n02276258", "n02277742", "n02279972", "n02280649", "n02281406", "n02281787",  # butterflies
+    "n01833805",  # hummingbird
+    "n01914609",  # sea anemone
+)
 
 
-def ood_scores(score: str, logits: torch.Tensor, embeddings: torch.Tensor, temperature: float = 1.0,
-               bank: torch.Tensor | None = None, k: int = 10) -> torch.Tensor:
-    """Scores [B] for logits [B, N] and pooled embeddings [B, C]. ``bank`` is [M, C], L2-normalised."""
-    scaled = logits.float() / temperature
-    if score == "energy":
-        return -temperature * torch.logsumexp(scaled, dim=1)
-    if score == "max_logit":
-        return -scaled.max(dim=1).values
-    if score == "max_prob":
-        return -scaled.softmax(dim=1).max(dim=1).values
-    if score == "knn_cosine":
-        if bank is None or bank.numel() == 0:
-            raise ValueError("the knn_cosine score needs the model's feature bank, and this model has none")
-        similarity = normalize(embeddings) @ bank.float().T
-        k = max(1, min(k, bank.shape[0]))
-        # Distance to the k-th nearest training image (Sun et al. 2022, "OOD detection with deep nearest neighbors").
-        return 1.0 - similarity.topk(k, dim=1).values[:, -1]
-    raise ValueError(f"score must be one of {', '.join(OOD_SCORES)}; got {score!r}")
+class GateConfigError(ValueError):
+    """A verdict rule (usually from an artifact's metadata) is malformed."""
 
 
-def ood_scores_np(score: str, logits: np.ndarray, embeddings: np.ndarray, temperature: float = 1.0,
-                  bank: torch.Tensor | None = None, k: int = 10) -> np.ndarray:
-    """``ood_scores`` for the numpy arrays that the exporter and the evaluator collect."""
-    return ood_scores(score, torch.from_numpy(logits), torch.from_numpy(embeddings), temperature, bank, k).numpy()
+# ------------------------------------------------------------------------------------------------ the two views
+
+
+def normalize(embeddings: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(embeddings.float(), dim=1)
 
 
 def pooled_embedding(feature_map: torch.Tensor) -> torch.Tensor:
@@ -38,8 +70,121 @@ def pooled_embedding(feature_map: torch.Tensor) -> torch.Tensor:
     return feature_map.float().mean(dim=(2, 3))
 
 
-def normalize(embeddings: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(embeddings.float(), dim=1)
+def knn_distance(embeddings, bank: torch.Tensor, k: int) -> np.ndarray:
+    """[B] cosine distance from each embedding [B, C] to its k-th nearest row of ``bank`` [M, C] (L2-normalised)."""
+    if bank is None or bank.numel() == 0:
+        raise ValueError("the k-NN score needs the model's feature bank, and this model has none")
+    embeddings = torch.as_tensor(np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor) else embeddings)
+    similarity = normalize(embeddings) @ bank.float().T
+    k = max(1, min(k, bank.shape[0]))
+    return (1.0 - similarity.topk(k, dim=1).values[:, -1]).double().numpy()
+
+
+def log_softmax_np(logits) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+# ------------------------------------------------------------------------------------------------ the decision
+
+
+@dataclass(frozen=True)
+class GateScores:
+    """The parts of the rule for a batch, each [B]: what the verdict is made of, and what the evaluator reports."""
+
+    knn: np.ndarray  # k-NN distance in flower-feature space
+    imagenet: np.ndarray  # the ImageNet view's share of the combined log-odds (w . log p)
+    combined: np.ndarray  # log-odds of "not a flower"
+    imagenet_top: np.ndarray  # ImageNet's most likely class
+    plant_like: np.ndarray  # bool: that class is plant-like
+
+
+@dataclass(frozen=True)
+class FlowerGate:
+    """species / unknown_species / not_a_flower, from the ImageNet view and the k-NN distance."""
+
+    knn_k: int
+    imagenet_weights: tuple  # one weight per ImageNet class, on its log-probability
+    knn_weight: float
+    bias: float
+    reject_threshold: float  # combined log-odds above this: not a flower
+    knn_reject_threshold: float  # a plant-like photo is rejected only if its k-NN distance is also above this
+    unknown_threshold: float  # an accepted photo whose k-NN distance is above this: an unknown species
+    plant_like: tuple = ()  # ImageNet class indices
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.knn_k, int) or isinstance(self.knn_k, bool) or self.knn_k < 1:
+            raise GateConfigError(f"gate.knn_k must be a positive integer, got {self.knn_k!r}")
+        weights = tuple(self.imagenet_weights)
+        if not weights or not all(_is_number(w) for w in weights):
+            raise GateConfigError("gate.imagenet_weights must be a non-empty list of finite numbers")
+        object.__setattr__(self, "imagenet_weights", tuple(float(w) for w in weights))
+        for name in ("knn_weight", "bias", "reject_threshold", "knn_reject_threshold", "unknown_threshold"):
+            if not _is_number(getattr(self, name)):
+                raise GateConfigError(f"gate.{name} must be a finite number, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, float(getattr(self, name)))
+        plant_like = tuple(self.plant_like)
+        if not all(isinstance(i, int) and 0 <= i < len(weights) for i in plant_like):
+            raise GateConfigError(f"gate.plant_like must hold ImageNet class indices in [0, {len(weights)})")
+        object.__setattr__(self, "plant_like", plant_like)
+
+    @property
+    def imagenet_classes(self) -> int:
+        return len(self.imagenet_weights)
+
+    def scores(self, imagenet_logits, embeddings, bank: torch.Tensor) -> GateScores:
+        """The parts of the rule for ImageNet logits [B, 1000] and pooled flower embeddings [B, C]."""
+        imagenet_logits = np.asarray(imagenet_logits, dtype=np.float64)
+        if imagenet_logits.ndim != 2 or imagenet_logits.shape[1] != self.imagenet_classes:
+            raise ValueError(f"imagenet logits must be [B, {self.imagenet_classes}], got {imagenet_logits.shape}")
+        knn = knn_distance(embeddings, bank, self.knn_k)
+        imagenet = log_softmax_np(imagenet_logits) @ np.asarray(self.imagenet_weights)
+        top = imagenet_logits.argmax(axis=1)
+        return GateScores(knn=knn, imagenet=imagenet, combined=imagenet + self.knn_weight * knn + self.bias,
+                          imagenet_top=top, plant_like=np.isin(top, self.plant_like))
+
+    def rejected(self, scores: GateScores) -> np.ndarray:
+        """bool [B]: not a flower. The ImageNet view alone never rejects a photo it files as plant-like."""
+        far = scores.knn > self.knn_reject_threshold
+        return (scores.combined > self.reject_threshold) & (~scores.plant_like | far)
+
+    def verdicts(self, scores: GateScores) -> list[str]:
+        rejected = self.rejected(scores)
+        unknown = scores.knn > self.unknown_threshold
+        return [VERDICTS[2] if r else VERDICTS[1] if u else VERDICTS[0] for r, u in zip(rejected, unknown)]
+
+    def to_dict(self) -> dict:
+        return {"knn_k": self.knn_k, "knn_weight": self.knn_weight, "bias": self.bias,
+                "reject_threshold": self.reject_threshold, "knn_reject_threshold": self.knn_reject_threshold,
+                "unknown_threshold": self.unknown_threshold, "plant_like": list(self.plant_like),
+                "imagenet_weights": [round(w, 6) for w in self.imagenet_weights]}
+
+    @classmethod
+    def from_dict(cls, data) -> "FlowerGate":
+        if not isinstance(data, dict):
+            raise GateConfigError(f"gate must be an object, got {type(data).__name__}")
+        fields = ("knn_k", "imagenet_weights", "knn_weight", "bias", "reject_threshold", "knn_reject_threshold",
+                  "unknown_threshold")
+        missing = [name for name in fields if name not in data]
+        if missing:
+            raise GateConfigError(f"gate is missing {', '.join(missing)}")
+        if not isinstance(data["imagenet_weights"], list) or not isinstance(data.get("plant_like", []), list):
+            raise GateConfigError("gate.imagenet_weights and gate.plant_like must be lists")
+        return cls(**{name: data[name] for name in fields}, plant_like=tuple(data.get("plant_like", [])))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def plant_like_indices(wnids: Sequence[str]) -> tuple:
+    """Indices of :data:`PLANT_LIKE_WNIDS` in an ImageNet class order given as WordNet ids."""
+    wanted = set(PLANT_LIKE_WNIDS)
+    return tuple(index for index, wnid in enumerate(wnids) if wnid in wanted)
+
+
+# ------------------------------------------------------------------------------------------------ thresholds
 
 
 def threshold_at_acceptance(in_distribution_scores: np.ndarray, accept: float = 0.95) -> float:
@@ -77,3 +222,59 @@ def threshold_with_widest_margin(flower_scores: np.ndarray, nonflower_scores: np
 def fpr_at_tpr(in_scores: np.ndarray, out_scores: np.ndarray, tpr: float = 0.95) -> float:
     """Fraction of out-of-distribution inputs accepted when ``tpr`` of in-distribution ones are accepted."""
     return float((np.asarray(out_scores) <= threshold_at_acceptance(in_scores, tpr)).mean())
+
+
+# ------------------------------------------------------------------------------------------------ fitting
+
+
+def fit_logistic(features: np.ndarray, is_positive: np.ndarray, l2: float, max_iter: int = 500) -> tuple[np.ndarray, float]:
+    """(weights [D], bias) of an L2-regularised logistic regression, in the features' own units.
+
+    Fitted on standardised features (so one ``l2`` suits every column), then folded back. Classes are weighted
+    to equal total weight, so a few hundred non-flowers count as much as the flowers.
+    """
+    x = torch.as_tensor(np.asarray(features, dtype=np.float64))
+    y = torch.as_tensor(np.asarray(is_positive, dtype=np.float64))
+    if not (0 < float(y.sum()) < len(y)):
+        raise ValueError("fitting the rule needs both flowers and non-flowers")
+    mean, scale = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
+    z = (x - mean) / scale
+    sample_weight = torch.where(y > 0, 0.5 / y.sum(), 0.5 / (1 - y).sum())
+    w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                                  tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (sample_weight * torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, y, reduction="none")).sum()
+        loss = loss + 0.5 * l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    weights = (w.detach() / scale).numpy()
+    bias = float(b.detach() - (w.detach() * mean / scale).sum())
+    return weights, bias
+
+
+def stratified_folds(is_positive: np.ndarray, folds: int) -> np.ndarray:
+    """Fold index per sample: each class dealt round-robin in its own order (deterministic, no seed)."""
+    is_positive = np.asarray(is_positive, dtype=bool)
+    fold = np.empty(len(is_positive), dtype=np.int64)
+    for value in (False, True):
+        members = np.flatnonzero(is_positive == value)
+        fold[members] = np.arange(len(members)) % folds
+    return fold
+
+
+def out_of_fold_scores(features: np.ndarray, is_positive: np.ndarray, l2: float, folds: int = 5) -> np.ndarray:
+    """Each sample scored by a regression that did not see it: honest scores to set thresholds on."""
+    features = np.asarray(features, dtype=np.float64)
+    fold = stratified_folds(is_positive, folds)
+    scores = np.empty(len(features))
+    for f in range(folds):
+        held = fold == f
+        weights, bias = fit_logistic(features[~held], np.asarray(is_positive)[~held], l2)
+        scores[held] = features[held] @ weights + bias
+    return scores

@@ -1,4 +1,5 @@
-"""Prediction core: top-k calibrated probabilities, a "not a flower" verdict, and Grad-CAM heatmaps.
+"""Prediction core: top-k calibrated probabilities, a verdict (species, a flower of an unknown species, or not a
+flower and what it looks like instead), a conformal prediction set, and Grad-CAM heatmaps.
 
 Everything here is UI-free; the Gradio app and the CLI are thin adapters around :class:`FlowerClassifier`.
 """
@@ -11,10 +12,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .artifact import ModelMetadata, load_artifact
+from .artifact import ModelLoadError, ModelMetadata, load_artifact
 from .gradcam import gradcam_maps
 from .hub import ModelSource, parse_source, resolve_model_file
-from .ood import ood_scores, pooled_embedding
+from .ood import pooled_embedding
 from .preprocess import ImageSource, eval_transform, load_image, view_transform
 
 NOT_A_FLOWER_MESSAGE = ("This does not look like one of the 102 flowers I know. "
@@ -25,8 +26,10 @@ NOT_A_FLOWER_MESSAGE = ("This does not look like one of the 102 flowers I know. 
 class Prediction:
     top_k: tuple  # ((label, probability), ...), most likely first
     class_indices: tuple
-    is_flower: bool | None  # None when the model ships no out-of-distribution rule
-    ood_score: float | None  # higher means less flower-like
+    verdict: str | None = None  # one of ood.VERDICTS; None when the model ships no verdict rule
+    prediction_set: tuple = ()  # labels that hold the true species at the model's stated level (species verdicts)
+    looks_like: str | None = None  # the ImageNet view's name for what a not_a_flower photo shows
+    ood_score: float | None = None  # log-odds of "not a flower" (higher means less flower-like)
 
     @property
     def label(self) -> str:
@@ -36,9 +39,15 @@ class Prediction:
     def confidence(self) -> float:
         return self.top_k[0][1]
 
+    @property
+    def is_flower(self) -> bool | None:
+        return None if self.verdict is None else self.verdict != "not_a_flower"
+
     def to_dict(self) -> dict:
         return {"top_k": [{"label": label, "prob": round(prob, 6)} for label, prob in self.top_k],
-                "is_flower": self.is_flower, "ood_score": None if self.ood_score is None else round(self.ood_score, 6)}
+                "verdict": self.verdict, "is_flower": self.is_flower, "prediction_set": list(self.prediction_set),
+                "looks_like": self.looks_like,
+                "ood_score": None if self.ood_score is None else round(self.ood_score, 6)}
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,11 @@ class FlowerClassifier:
         self.view_transform = view_transform(metadata.preprocess)
         bank = getattr(module, "ood_bank", None)
         self.ood_bank = bank.float() if isinstance(bank, torch.Tensor) and bank.numel() else None
+        labels = getattr(module, "ood_bank_labels", None)
+        self.ood_bank_labels = labels.long().numpy() if isinstance(labels, torch.Tensor) and labels.numel() else None
+        if metadata.gate is not None and self.ood_bank is None:
+            raise ModelLoadError("the model's verdict rule needs its k-NN feature bank, and model.pt holds none; "
+                                 "re-export it with flowerdemo.export")
 
     @classmethod
     def load(cls, source: str | None = None, revision: str | None = None, sha256: str | None = None) -> "FlowerClassifier":
@@ -79,35 +93,45 @@ class FlowerClassifier:
     def predict_batch(self, images: Sequence[ImageSource], top_k: int = 5) -> list[Prediction]:
         batch = torch.stack([self.preprocess(image) for image in images])
         features = self.module.features(batch)
-        return self._predictions(features, self.module.head(features), top_k)
+        return self._predictions(batch, features, self.module.head(features), top_k)
 
     def explain(self, image: ImageSource, top_k: int = 5, cam_classes: int = 3) -> Explanation:
         """Prediction plus Grad-CAM heatmaps for the ``cam_classes`` most likely classes."""
         picture = load_image(image)
         with torch.inference_mode():
-            features = self.module.features(self.transform(picture).unsqueeze(0))
-            prediction = self._predictions(features, self.module.head(features), top_k)[0]
+            batch = self.transform(picture).unsqueeze(0)
+            features = self.module.features(batch)
+            prediction = self._predictions(batch, features, self.module.head(features), top_k)[0]
         # Gradients are needed only through the small head, so the feature map is computed once, gradient-free.
         heatmaps = gradcam_maps(self.module.head, features.clone(), prediction.class_indices[:cam_classes])
         return Explanation(prediction, self.view_transform(picture), heatmaps)
 
-    def _predictions(self, features: torch.Tensor, logits: torch.Tensor, top_k: int) -> list[Prediction]:
+    def _predictions(self, batch: torch.Tensor, features: torch.Tensor, logits: torch.Tensor,
+                     top_k: int) -> list[Prediction]:
         if not 1 <= top_k:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        probabilities = torch.softmax(logits.float() / self.metadata.temperature, dim=1)
+        meta = self.metadata
+        probabilities = torch.softmax(logits.float() / meta.temperature, dim=1)
         values, indices = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
-        rule = self.metadata.ood
-        scores = None
-        if rule is not None:
-            scores = ood_scores(rule.score, logits, pooled_embedding(features), self.metadata.temperature,
-                                self.ood_bank, rule.k).tolist()
+        count = len(batch)
+        verdicts, looks_like, combined = [None] * count, [None] * count, [None] * count
+        if meta.gate is not None:
+            scores = meta.gate.scores(self.module.imagenet_logits(batch).numpy(), pooled_embedding(features),
+                                      self.ood_bank)
+            verdicts = meta.gate.verdicts(scores)
+            looks_like = [meta.imagenet_class_names[i] if v == "not_a_flower" else None
+                          for i, v in zip(scores.imagenet_top, verdicts)]
+            combined = [float(value) for value in scores.combined]
+        sets = meta.prediction_sets.sets(probabilities.numpy()) if meta.prediction_sets is not None else [None] * count
         results = []
         for row, (row_values, row_indices) in enumerate(zip(values.tolist(), indices.tolist())):
-            score = None if scores is None else float(scores[row])
+            in_set = sets[row] if sets[row] is not None else row_indices[:1]
             results.append(Prediction(
                 top_k=tuple((self.class_names[i], float(p)) for i, p in zip(row_indices, row_values)),
                 class_indices=tuple(row_indices),
-                is_flower=None if rule is None else bool(score <= rule.threshold),
-                ood_score=score,
+                verdict=verdicts[row],
+                prediction_set=tuple(self.class_names[i] for i in in_set) if verdicts[row] in (None, "species") else (),
+                looks_like=looks_like[row],
+                ood_score=combined[row],
             ))
         return results

@@ -152,7 +152,8 @@ def train_one_epoch(model, criterion, optimizer, scheduler, loader, device, epoc
 
 def evaluate(model, loader, device, desc: str = "val") -> dict:
     model.eval()
-    logits, _, labels = collect_outputs(model.forward_features, model.forward_head, loader, device, desc)
+    outputs = collect_outputs(model.forward_features, model.forward_head, loader, device, desc)
+    logits, labels = outputs.logits, outputs.labels
     loss = nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
     return {"val_loss": loss, "val_top1": topk_accuracy(logits, labels, 1), "val_top5": topk_accuracy(logits, labels, 5)}
 

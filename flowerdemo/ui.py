@@ -15,6 +15,7 @@ import functools
 import json
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +30,7 @@ REFERENCES_DIR = Path(__file__).resolve().parent / "assets" / "references"
 TOP_K = 5
 CAM_CLASSES = 3
 DEFAULT_OPACITY = 0.5
-CONFIDENT = 0.5  # below this calibrated probability the verdict says "maybe"
+NEAREST_SHOWN = 3  # an unknown species: how many of the nearest known ones the verdict names
 
 ENV_CONCURRENCY = "FLOWERDEMO_CONCURRENCY"
 ENV_QUEUE_SIZE = "FLOWERDEMO_QUEUE_SIZE"
@@ -39,7 +40,10 @@ DEFAULT_QUEUE_SIZE = 32
 DEFAULT_MAX_FILE_SIZE = "20mb"
 CACHE_LIFETIME = (1800, 3600)  # Gradio's delete_cache: (sweep every N s, delete files older than M s)
 
+UNREADABLE_TITLE = "Cannot read this image"
+NO_IMAGE_TITLE = "No image"
 NO_IMAGE_MESSAGE = "Add a photo first: upload, drop, paste or take one with the webcam."
+READY_MESSAGE = "**Add a photo** of one bloom: upload, drop, paste or take one, or pick an example."
 DISCLAIMER = ("For curiosity and learning only. Never use it to decide whether a plant is edible, "
               "medicinal or safe to touch.")
 
@@ -154,7 +158,7 @@ def image_source(value: Any):
     Raises ``gr.Error`` when there is no image.
     """
     if value is None or value == "":
-        raise gr.Error(NO_IMAGE_MESSAGE, title="No image", print_exception=False)
+        raise gr.Error(NO_IMAGE_MESSAGE, title=NO_IMAGE_TITLE, print_exception=False)
     if isinstance(value, dict):
         if value.get("path"):
             return value["path"]
@@ -164,7 +168,7 @@ def image_source(value: Any):
                 return base64.b64decode(url.split(",", 1)[1], validate=False)
             except (binascii.Error, ValueError):
                 raise gr.Error("The pasted image data is not valid base64.", print_exception=False) from None
-        raise gr.Error(NO_IMAGE_MESSAGE, title="No image", print_exception=False)
+        raise gr.Error(NO_IMAGE_MESSAGE, title=NO_IMAGE_TITLE, print_exception=False)
     return value
 
 
@@ -175,22 +179,34 @@ def percent(probability: float) -> str:
     return f"{value:.1f}%" if value < 99.95 else ">99.9%"
 
 
-def verdict_markdown(prediction) -> str:
-    """The one-line answer above the label: a plain "not a flower", a name, or a hedged best guess."""
+def verdict_markdown(prediction, set_level: float | None = None) -> str:
+    """The answer above the label: a species, "one of" a few, a flower it does not know, or not a flower.
+    ``set_level``: how often the model's prediction sets hold the right species (from its metadata)."""
     from .predict import NOT_A_FLOWER_MESSAGE
 
     name, probability = prediction.top_k[0]
-    if prediction.is_flower is False:
-        return (f"### Not one of the 102 flowers\n{NOT_A_FLOWER_MESSAGE}\n\n"
+    if prediction.verdict == "not_a_flower":
+        looks_like = f"It looks like {_with_article(prediction.looks_like)}. " if prediction.looks_like else ""
+        return (f"### Not a flower\n{looks_like}{NOT_A_FLOWER_MESSAGE}\n\n"
                 f"The guesses below are **unlikely** to be right (best: {name}, {percent(probability)}).")
-    if probability >= CONFIDENT:
+    if prediction.verdict == "unknown_species":
+        nearest = ", ".join(n for n, _ in prediction.top_k[:NEAREST_SHOWN])
+        return ("### A flower I don't know\nIt looks like a flower, but far from every one of the species I was "
+                f"trained on, so it is probably none of them.\n\nNot it, but nearest: {nearest}.")
+    names = list(prediction.prediction_set) or [name]
+    if len(names) == 1:
         text = f"### {name.capitalize()}\n{percent(probability)} likely (calibrated probability)."
     else:
-        text = (f"### Maybe {name}?\nOnly {percent(probability)} sure; compare the other candidates and the "
-                f"reference photos. A closer, sharper photo of one bloom helps.")
-    if prediction.is_flower is None:
+        text = (f"### One of: {', '.join(names)}\nThese hold the right species in "
+                f"{f'{set_level:.0%} of photos' if set_level else 'most photos'}; {name} is the likeliest at {percent(probability)}. "
+                "Compare the reference photos; a closer, sharper photo of one bloom helps.")
+    if prediction.verdict is None:
         text += "\n\n*This model has no \"not a flower\" check: it names the closest of its classes for any photo.*"
     return text
+
+
+def _with_article(thing: str) -> str:
+    return f"{'an' if thing[:1].lower() in 'aeiou' else 'a'} {thing}"
 
 
 def label_value(prediction) -> dict:
@@ -201,15 +217,28 @@ def cam_caption(name: str, probability: float) -> str:
     return f"{name} — {percent(probability)}"
 
 
-def render_overlays(state: dict | None, opacity: float) -> list:
+@dataclass(frozen=True)
+class ResultState:
+    """What the page keeps of its last answer (per browser session, in ``gr.State``): enough to re-render the
+    heatmaps at another opacity and to style the label, without running the model again."""
+
+    view: Any  # PIL image: the centre crop the model saw
+    heatmaps: Any  # [K, h, w] in [0, 1]
+    captions: tuple
+    verdict: str | None
+    classes: int
+    references: bool
+
+
+def render_overlays(state: ResultState | None, opacity: float) -> list:
     """Gallery items (overlay image, caption) for the stored Grad-CAM maps at this opacity."""
     from .gradcam import overlay
 
     if not state:
         return []
     opacity = min(1.0, max(0.0, float(opacity)))
-    return [(cache_image(overlay(state["view"], heatmap, opacity)), caption)
-            for heatmap, caption in zip(state["heatmaps"], state["captions"])]
+    return [(cache_image(overlay(state.view, heatmap, opacity)), caption)
+            for heatmap, caption in zip(state.heatmaps, state.captions)]
 
 
 def cache_image(image, cache_dir: str | None = None) -> str:
@@ -319,22 +348,56 @@ def model_markdown(classifier, top_k: int = TOP_K, cam_classes: int = CAM_CLASSE
     if meta.test_time_augmentation == "hflip_mean":
         lines.append("- Looks at each photo and its mirror image, and averages the two")
     lines.append(f"- Calibration: probabilities are softmax(logits / T) with temperature T = {meta.temperature:.3g}")
-    rule = meta.ood
-    if rule is None:
-        lines.append("- \"Not a flower\" rule: none; every photo gets the closest of the known classes")
-    else:
-        k = f" (k = {rule.k})" if rule.k else ""
-        text = (f"- \"Not a flower\" rule: photos whose `{rule.score}` score{k} is above {rule.threshold:.4g} "
-                "are rejected")
-        ood_test = meta.metrics.get("ood_test") if isinstance(meta.metrics, dict) else None
-        if isinstance(ood_test, dict) and isinstance(ood_test.get("nonflowers_rejected"), (int, float)):
-            text += f" (measured on held-out photos: rejects {percent(ood_test['nonflowers_rejected'])} of non-flowers"
-            if isinstance(ood_test.get("flowers_rejected"), (int, float)):
-                text += f" and {percent(ood_test['flowers_rejected'])} of flowers"
-            text += ")"
-        lines.append(text)
+    lines += verdict_rule_lines(meta)
     lines.append(f"- Shows the top {top_k} classes; Grad-CAM heatmaps for the top {cam_classes}")
     return "\n".join(lines)
+
+
+def _measured(metrics, *keys):
+    """metrics[k1][k2]... when it is a number, else None (old or third-party metadata may lack any of it)."""
+    value = metrics
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def verdict_rule_lines(meta) -> list[str]:
+    """How the model decides "not a flower", "a flower I don't know" and "one of these", with what was measured."""
+    metrics, gate, lines = meta.metrics, meta.gate, []
+    if gate is None:
+        lines.append("- \"Not a flower\" rule: none; every photo gets the closest of the known classes")
+    else:
+        text = (f"- \"Not a flower\": a frozen ImageNet network's view of the photo, combined with its distance to "
+                f"its nearest training photos (k-NN, k = {gate.knn_k}); a photo ImageNet files as plant-like (a daisy, a pot, "
+                "a bee) is rejected only if the k-NN distance agrees")
+        rule_nonflowers, rule_flowers = _measured(metrics, "ood", "rule", "nonflowers_rejected"), _measured(metrics, "ood", "rule", "flowers_rejected")
+        if rule_nonflowers is not None and rule_flowers is not None:
+            text += (f". Measured on held-out photos: rejects {percent(rule_nonflowers)} of non-flowers and "
+                     f"{percent(rule_flowers)} of test flowers")
+        parts = [(name, _measured(metrics, "ood", key, "auroc")) for name, key in
+                 (("k-NN", "knn"), ("ImageNet view", "imagenet"), ("combined", "combined"))]
+        if all(value is not None for _, value in parts):
+            text += " (AUROC " + ", ".join(f"{name} {value:.4f}" for name, value in parts) + ")"
+        lines.append(text)
+        text = (f"- \"A flower I don't know\": an accepted photo farther than {gate.unknown_threshold:.3f} (cosine) "
+                "from its nearest training photos")
+        left_out, cost = _measured(metrics, "unknown_species", "left_out", "unknown_species"), _measured(metrics, "unknown_species", "known_called_unknown")
+        if left_out is not None and cost is not None:
+            text += (f"; catches {percent(left_out)} of photos of species left out of those training photos, and "
+                     f"says it of {percent(cost)} of known test flowers")
+        lines.append(text)
+    if meta.prediction_sets is not None:
+        text = (f"- \"One of these\": conformal prediction sets that hold the right species in "
+                f"{meta.prediction_sets.level:.0%} of photos")
+        coverage, size = _measured(metrics, "prediction_sets", "coverage"), _measured(metrics, "prediction_sets", "mean_size")
+        if coverage is not None and size is not None:
+            text += f" (measured on test: {percent(coverage)}, {size:.2f} species per set on average)"
+        lines.append(text)
+    extra_ms, size_mb = _measured(metrics, "cost", "imagenet_view_ms_median"), _measured(metrics, "cost", "model_megabytes")
+    if extra_ms is not None and size_mb is not None:
+        lines.append(f"- Cost of the ImageNet view: about {extra_ms:.0f} ms per photo on the exporting machine; "
+                     f"model file {size_mb:.1f} MB")
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -362,47 +425,70 @@ def make_classify(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_C
         try:
             explanation = classifier.explain(source, top_k=top_k, cam_classes=cam_classes)
         except InvalidImageError as error:
-            raise gr.Error(str(error), title="Cannot read this image", print_exception=False) from None
+            raise gr.Error(str(error), title=UNREADABLE_TITLE, print_exception=False) from None
         except ValueError as error:
             raise gr.Error(str(error), print_exception=False) from None
         prediction = explanation.prediction
+        sets = getattr(getattr(classifier, "metadata", None), "prediction_sets", None)
         references = reference_items([name for name, _ in prediction.top_k])
-        state = {
-            "view": explanation.view,
-            "heatmaps": explanation.heatmaps,
-            "captions": [cam_caption(name, p) for name, p in prediction.top_k[:len(explanation.heatmaps)]],
-            "rejected": prediction.is_flower is False,
-            "classes": len(prediction.top_k),
-            "references": bool(references),
-        }
-        return (label_value(prediction), verdict_markdown(prediction), render_overlays(state, opacity),
-                references, state)
+        state = ResultState(
+            view=explanation.view,
+            heatmaps=explanation.heatmaps,
+            captions=tuple(cam_caption(name, p) for name, p in prediction.top_k[:len(explanation.heatmaps)]),
+            verdict=prediction.verdict,
+            classes=len(prediction.top_k),
+            references=bool(references),
+        )
+        return (label_value(prediction), verdict_markdown(prediction, sets.level if sets else None),
+                render_overlays(state, opacity), references, state)
 
     return classify
 
 
-def label_style(state) -> tuple:
-    """Updates (label, references) that mark a rejected photo's guesses as unlikely, and hide an empty
-    reference row (a model whose classes have no bundled photos)."""
+def label_style(state: "ResultState | None") -> tuple:
+    """Updates (label, references) that mark a rejected photo's guesses as unlikely (and an unknown species'
+    as only the nearest), and hide an empty reference row (a model whose classes have no bundled photos)."""
     if not state:
         return (gr.update(label="Top classes", elem_classes=[]), gr.update(visible=True))
-    count = state.get("classes", TOP_K)
-    if state.get("rejected"):
+    count = state.classes
+    if state.verdict == "not_a_flower":
         label = gr.update(label=f"Top {count} guesses — unlikely: not a flower", elem_classes=["fd-unlikely"])
+    elif state.verdict == "unknown_species":
+        label = gr.update(label=f"Nearest {count} known species — probably none of them", elem_classes=["fd-unlikely"])
     else:
         label = gr.update(label=f"Top {count} classes", elem_classes=[])
-    return label, gr.update(visible=bool(state.get("references")))
+    return label, gr.update(visible=state.references)
+
+
+def error_markdown(error: gr.Error) -> str:
+    """What went wrong and what to do, for the verdict area (the page shows no stale answer beside it)."""
+    title = getattr(error, "title", None) or "Something went wrong"
+    if title == UNREADABLE_TITLE:
+        advice = "Try another photo: a JPEG, PNG, WebP, GIF, BMP or TIFF file of one bloom."
+    elif title == NO_IMAGE_TITLE:
+        advice = ""
+    else:
+        advice = "Try again in a moment, or with another photo."
+    return f"### {title}\n{error.message}" + (f"\n\n{advice}" if advice else "")
 
 
 def make_auto_classify(classify):
-    """The private new-photo event (upload, paste, webcam, example click): classify and style in one step, so
-    a rejected photo's guesses are never shown unmarked; a cleared image clears the outputs."""
+    """The page's own event (Identify, upload, paste, webcam, example click): classify and style in one step, so
+    a rejected photo's guesses are never shown unmarked. A cleared or failed input clears every result panel
+    and the verdict area says why and what to do (no stale answer, no error toast over the next result)."""
+
+    def cleared(message: str) -> tuple:
+        label, references = label_style(None)
+        return (gr.update(value=None, **_props(label)), message, [], gr.update(value=[], **_props(references)),
+                None)
 
     def auto_classify(image, opacity):
         if image is None or image == "":
-            label, references = label_style(None)
-            return gr.update(value=None, **_props(label)), "", [], gr.update(value=[], **_props(references)), None
-        value, verdict, overlays, items, state = classify(image, opacity)
+            return cleared(READY_MESSAGE)
+        try:
+            value, verdict, overlays, items, state = classify(image, opacity)
+        except gr.Error as error:
+            return cleared(error_markdown(error))
         label, references = label_style(state)
         return (gr.update(value=value, **_props(label)), verdict, overlays,
                 gr.update(value=items, **_props(references)), state)
@@ -510,7 +596,7 @@ def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CA
                                        examples_per_page=12, cache_examples=False,
                                        api_visibility="private") if files else None
             with gr.Column(scale=1, min_width=300):
-                verdict = gr.Markdown(label="Verdict", elem_id="fd-verdict", elem_classes=["fd-verdict"])
+                verdict = gr.Markdown(READY_MESSAGE, label="Verdict", elem_id="fd-verdict", elem_classes=["fd-verdict"])
                 # No big heading: the verdict above already names the top class (or says it is not a flower).
                 label = gr.Label(num_top_classes=top_k, label="Top classes", show_heading=False, elem_id="fd-label")
         with gr.Row(equal_height=False):
@@ -529,17 +615,21 @@ def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CA
                     "temporary cache within about 90 minutes.</span>")
         state = gr.State(None)
 
+        # The public API's own trigger, never shown: /classify raises gr.Error for bad input (what an API client
+        # wants), while the page's events below turn errors into a message in the verdict area instead.
+        api_trigger = gr.Button(visible=False, elem_id="fd-api")
+
         outputs = [label, verdict, cams, references, state]
         # preprocess=False: the callback gets Gradio's file payload and opens it itself, so an unreadable upload
         # gets flowerdemo's message (Gradio's own preprocessing would fail first with a generic error).
-        identify.click(classify, inputs=[image, opacity], outputs=outputs, api_name="classify", preprocess=False,
-                       concurrency_id="model").then(label_style, inputs=[state], outputs=[label, references],
-                                                    api_visibility="private", queue=False, show_progress="hidden")
+        api_trigger.click(classify, inputs=[image, opacity], outputs=outputs, api_name="classify", preprocess=False,
+                          concurrency_id="model")
         # A new photo runs the model by itself. Not image.change: Gradio 6.31 fires that twice when an upload
         # replaces a photo. image.input fires once per upload, paste, webcam capture or clear; an example click
         # only sets the value, so it gets its own follow-up event.
         auto = dict(fn=make_auto_classify(classify), inputs=[image, opacity], outputs=outputs, preprocess=False,
                     api_visibility="private", concurrency_id="model")
+        identify.click(**auto)
         image.input(**auto)
         if examples is not None:
             examples.load_input_event.then(**auto)

@@ -17,29 +17,56 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="flowerdemo-gradio-"))
 
 TINY_CLASSES = ("pink primrose", "sunflower", "rose")
+TINY_IMAGENET = ("beagle", "daisy", "toaster", "pot", "tabby")  # a 5-class stand-in for the ImageNet view
 
 
-def build_tiny_artifact(folder: Path, class_names=TINY_CLASSES, with_bank: bool = True, seed: int = 0) -> Path:
-    """A randomly initialised EfficientNet-Lite0 exported exactly like the real model (metadata, OOD bank,
-    mirror averaging)."""
+class TinyImageNetView(torch.nn.Module):
+    """A small random network in the ImageNet view's place: the artifact contract is only 'images -> logits'."""
+
+    def __init__(self, classes: int = len(TINY_IMAGENET)):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=4)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.bn(self.conv(x)).relu().mean(dim=(2, 3)))
+
+
+def tiny_gate(imagenet_classes: int = len(TINY_IMAGENET), **overrides):
+    from flowerdemo.ood import FlowerGate
+
+    values = dict(knn_k=3, imagenet_weights=tuple([0.5] * imagenet_classes), knn_weight=4.0, bias=-1.0,
+                  reject_threshold=0.0, knn_reject_threshold=0.9, unknown_threshold=0.8, plant_like=(1, 3))
+    values.update(overrides)
+    return FlowerGate(**values)
+
+
+def build_tiny_artifact(folder: Path, class_names=TINY_CLASSES, with_gate: bool = True, seed: int = 0) -> Path:
+    """A randomly initialised EfficientNet-Lite0 exported exactly like the real model (metadata, k-NN bank,
+    verdict rule, prediction sets, mirror averaging), with a tiny network as its ImageNet view."""
     from flowerdemo import __version__
-    from flowerdemo.artifact import MODEL_FILE, ModelMetadata, OODRule, save_artifact
-    from flowerdemo.export import script_model
+    from flowerdemo.artifact import MODEL_FILE, ModelMetadata
+    from flowerdemo.conformal import ConformalSets
+    from flowerdemo.export import save_model, script_model
     from flowerdemo.models import create_model
     from flowerdemo.ood import normalize
     from flowerdemo.preprocess import PreprocessConfig
 
     torch.manual_seed(seed)
     backbone = create_model("tf_efficientnet_lite0", len(class_names), pretrained=False).eval()
-    bank = normalize(torch.randn(16, backbone.num_features)) if with_bank else None
+    bank = normalize(torch.randn(16, backbone.num_features))
     metadata = ModelMetadata(
         class_names=tuple(class_names), preprocess=PreprocessConfig(), arch="tf_efficientnet_lite0",
-        temperature=1.5, ood=OODRule("knn_cosine", 0.9, 3) if with_bank else OODRule("energy", 0.0),
+        temperature=1.5, gate=tiny_gate() if with_gate else None, imagenet_class_names=TINY_IMAGENET,
+        prediction_sets=ConformalSets(level=0.9, qhat=0.8, penalty=0.01, k_reg=1, calibration_images=30),
         metrics={"test": {"top1": 0.5}}, training_args={"epochs": 0}, flowerdemo_version=__version__,
         test_time_augmentation="hflip_mean",
     )
     folder.mkdir(parents=True, exist_ok=True)
-    save_artifact(script_model(backbone, bank, mirror_average=True), metadata, folder / MODEL_FILE)
+    scripted = script_model(backbone, TinyImageNetView().eval(), bank, torch.arange(16) % len(class_names),
+                            mirror_average=True)
+    save_model(scripted, metadata, folder / MODEL_FILE)
     return folder
 
 

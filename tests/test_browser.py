@@ -181,3 +181,37 @@ def test_phone_width_has_no_horizontal_overflow(browser, served, tmp_path):
     assert overflow["scrollWidth"] <= overflow["width"], overflow
     assert not overflow["offenders"], overflow
     context.close()
+
+
+def test_a_failed_or_cleared_photo_leaves_no_stale_answer(browser, served, tmp_path):
+    """Good photo, unreadable file, good photo, clear: each state shows only its own answer."""
+    app_url, _ = served
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    verdict, upload = page.locator("#fd-verdict"), page.locator("#fd-image input[type=file]")
+
+    upload.set_input_files(str(EXAMPLES / "rose.jpg"))
+    _wait_for_result(page)
+    first_answer = verdict.inner_text()
+
+    bad = tmp_path / "holiday.jpg"
+    bad.write_bytes(b"this is not a photo at all")
+    upload.set_input_files(str(bad))
+    expect(verdict).to_contain_text("Cannot read this image", timeout=TIMEOUT_MS)
+    expect(verdict).to_contain_text("Try another photo")
+    expect(page.locator("#fd-cams img")).to_have_count(0)
+    expect(page.locator("#fd-label .confidence-set")).to_have_count(0)
+    expect(page.locator("#fd-references img")).to_have_count(0)
+    assert first_answer.splitlines()[0] not in verdict.inner_text()
+    expect(page.locator(".toast-body")).to_have_count(0)  # the message is in the page, not in a toast over it
+
+    upload.set_input_files(str(EXAMPLES / "sunflower.jpg"))
+    _wait_for_result(page)
+    expect(verdict).not_to_contain_text("Cannot read this image")
+
+    page.locator("#fd-image").get_by_label("Remove Image").click()
+    expect(verdict).to_contain_text("Add a photo", timeout=TIMEOUT_MS)
+    expect(page.locator("#fd-cams img")).to_have_count(0)
+    expect(page.locator("#fd-label .confidence-set")).to_have_count(0)
+    page.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TINY_IMAGENET
 from corpus import write_corpus
 from flowerdemo.cli import CSV_COLUMNS, main
 
@@ -57,11 +58,19 @@ def test_json_lines_for_good_and_bad_files(capsys, tiny_model_dir, mixed_dir):
     for record in failed:
         assert set(record) == {"file", "error"} and record["error"].strip()
     for record in ok:
-        assert set(record) == {"file", "top_k", "is_flower", "ood_score"}
+        assert set(record) == {"file", "top_k", "verdict", "is_flower", "prediction_set", "looks_like", "ood_score"}
         assert Path(record["file"]).is_file()
         assert len(record["top_k"]) == 2
         assert all(set(entry) == {"label", "prob"} and 0 <= entry["prob"] <= 1 for entry in record["top_k"])
-        assert isinstance(record["is_flower"], bool)
+        assert record["verdict"] in ("species", "unknown_species", "not_a_flower")
+        assert record["is_flower"] is (record["verdict"] != "not_a_flower")
+        assert (record["looks_like"] is not None) == (record["verdict"] == "not_a_flower")
+        assert record["looks_like"] is None or record["looks_like"] in TINY_IMAGENET
+        # A set only for a named species: its labels are among the model's classes, the top one first.
+        if record["verdict"] == "species":
+            assert record["prediction_set"][0] == record["top_k"][0]["label"]
+        else:
+            assert record["prediction_set"] == []
         assert isinstance(record["ood_score"], float)
     assert [r["file"] for r in records] == sorted(r["file"] for r in records)  # recursive, sorted
     assert "Traceback" not in err
@@ -98,7 +107,8 @@ def test_csv_header_and_rows(capsys, tiny_model_dir, mixed_dir):
     code, out, _ = run(capsys, "predict", "--csv", "--model", tiny_model_dir, mixed_dir)
     assert code == 1
     rows = list(csv.reader(io.StringIO(out)))
-    assert tuple(rows[0]) == CSV_COLUMNS == ("file", "label", "prob", "is_flower", "ood_score", "error")
+    assert tuple(rows[0]) == CSV_COLUMNS == ("file", "label", "prob", "verdict", "is_flower", "looks_like",
+                                             "prediction_set", "ood_score", "error")
     body = [dict(zip(rows[0], row)) for row in rows[1:]]
     assert len(body) == len(GOOD) + len(BAD)
     for row in body:
@@ -106,7 +116,8 @@ def test_csv_header_and_rows(capsys, tiny_model_dir, mixed_dir):
             assert row["label"] == row["prob"] == ""
         else:
             assert row["label"] and 0 <= float(row["prob"]) <= 1
-            assert row["is_flower"] in ("true", "false")
+            assert row["is_flower"] == ("false" if row["verdict"] == "not_a_flower" else "true")
+            assert row["verdict"] in ("species", "unknown_species", "not_a_flower")
             float(row["ood_score"])
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 from flowerdemo import metrics
 from flowerdemo.calibration import fit_temperature
 from flowerdemo.gradcam import colorize, gradcam_maps, overlay
-from flowerdemo.ood import fpr_at_tpr, ood_scores, threshold_at_acceptance, threshold_with_widest_margin
+from flowerdemo.ood import fpr_at_tpr, knn_distance, threshold_at_acceptance, threshold_with_widest_margin
 from flowerdemo.preprocess import PreprocessConfig, PreprocessConfigError
 
 
@@ -50,21 +50,18 @@ def test_temperature_scaling_recovers_overconfidence_and_improves_nll():
     assert metrics.negative_log_likelihood(overconfident, labels, temperature) < metrics.negative_log_likelihood(overconfident, labels)
 
 
-def test_ood_scores_are_higher_for_less_flower_like_inputs():
+def test_knn_distance_is_higher_for_less_flower_like_inputs():
     # The bank lives in the first 4 dimensions; an embedding in the other 4 is orthogonal to all of it.
     bank = torch.nn.functional.normalize(torch.cat([torch.randn(20, 4), torch.zeros(20, 4)], dim=1), dim=1)
     near, far = bank[:2] * 3.0, torch.eye(8)[6:8]
-    scores = ood_scores("knn_cosine", torch.zeros(4, 3), torch.cat([near, far]), bank=bank, k=1)
-    assert scores[:2].abs().max() < 1e-5
-    torch.testing.assert_close(scores[2:], torch.ones(2))
-    confident, unsure = torch.tensor([[10.0, 0, 0]]), torch.tensor([[0.1, 0, 0]])
-    for score in ("energy", "max_logit", "max_prob"):
-        values = ood_scores(score, torch.cat([confident, unsure]), torch.zeros(2, 8))
-        assert values[0] < values[1], score
-    with pytest.raises(ValueError, match="energy, max_logit"):
-        ood_scores("nope", confident, torch.zeros(1, 8))
+    scores = knn_distance(torch.cat([near, far]), bank, k=1)
+    assert np.abs(scores[:2]).max() < 1e-5
+    np.testing.assert_allclose(scores[2:], 1.0, atol=1e-6)
+    # k-th neighbour, not the nearest: a point that duplicates one bank row is still far at k=2 if the rest are far.
+    lonely = torch.nn.functional.normalize(torch.cat([torch.eye(8)[5:6], torch.eye(8)[6:7].repeat(3, 1)]), dim=1)
+    assert knn_distance(torch.eye(8)[5:6], lonely, k=1)[0] < 1e-6 < knn_distance(torch.eye(8)[5:6], lonely, k=2)[0]
     with pytest.raises(ValueError, match="feature bank"):
-        ood_scores("knn_cosine", confident, torch.zeros(1, 8), bank=None)
+        knn_distance(torch.zeros(1, 8), None, 1)
 
 
 def test_threshold_accepts_the_requested_fraction():
@@ -135,6 +132,25 @@ def test_overlay_contract():
         overlay(image, heatmap, 1.5)
     with pytest.raises(ValueError, match="heatmap"):
         overlay(image, heatmap[None], 0.5)
+
+
+def _distance_to_ramp(pixels: np.ndarray) -> np.ndarray:
+    """Per pixel [N, 3], the distance (in 0-255 levels) to the nearest colour of the ramp, sampled finely."""
+    ramp = colorize(np.linspace(0.0, 1.0, 2001)[None, :])[0].astype(np.float64)
+    colours = np.unique(np.asarray(pixels, dtype=np.float64).round(1), axis=0)  # a few hundred distinct colours
+    return np.sqrt(((colours[:, None, :] - ramp[None]) ** 2).sum(-1)).min(axis=1)
+
+
+@pytest.mark.parametrize("opacity", [1.0, 0.6])
+def test_every_overlay_colour_lies_on_the_ramp_blend(opacity):
+    # A checkerboard of cold and hot cells: resizing the *coloured* 7x7 map (the old way) blends blue and
+    # red into purples that are not on the ramp; upsampling the values first stays on it everywhere.
+    heatmap = (np.indices((7, 7)).sum(0) % 2).astype(np.float32)
+    black = Image.new("RGB", (224, 224), (0, 0, 0))
+    pixels = np.asarray(overlay(black, heatmap, opacity), dtype=np.float64).reshape(-1, 3) / opacity
+    assert _distance_to_ramp(pixels).max() <= 3.0 / opacity  # rounding to whole levels, twice
+    old_way = np.asarray(Image.fromarray(colorize(heatmap)).resize((224, 224), Image.Resampling.BICUBIC))
+    assert _distance_to_ramp(old_way.reshape(-1, 3)).max() > 30  # the check can fail, and did before
 
 
 def test_preprocess_config_validates_and_round_trips():

@@ -20,8 +20,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY_CLASSES
-from flowerdemo.artifact import METADATA_FILE, MODEL_FILE, ModelLoadError, ModelMetadata, OODRule, quiet_torchscript
+from conftest import TINY_CLASSES, TinyImageNetView, tiny_gate
+from flowerdemo.artifact import METADATA_FILE, MODEL_FILE, ModelLoadError, ModelMetadata, quiet_torchscript
 from flowerdemo.export import script_model
 from flowerdemo.predict import FlowerClassifier
 from flowerdemo.preprocess import PreprocessConfig
@@ -53,14 +53,19 @@ class TinyBackbone(nn.Module):
 
 
 def metadata_dict(class_names=TINY_CLASSES) -> dict:
-    return ModelMetadata(class_names=tuple(class_names), preprocess=PreprocessConfig(), arch="tiny",
-                         ood=OODRule("energy", 0.0)).to_dict()
+    return ModelMetadata(class_names=tuple(class_names), preprocess=PreprocessConfig(), arch="tiny").to_dict()
+
+
+def gated_metadata_dict(imagenet_classes: int) -> dict:
+    """Metadata whose verdict rule weighs ``imagenet_classes`` ImageNet classes (the tiny view has 5)."""
+    return dict(metadata_dict(), gate=tiny_gate(imagenet_classes).to_dict(),
+                imagenet_class_names=[f"thing {i}" for i in range(imagenet_classes)])
 
 
 def save_model(path: Path, num_outputs: int, metadata: dict | str | None) -> Path:
     """A TorchScript file with whatever ``flowerdemo.json`` we like (None: no metadata at all)."""
     torch.manual_seed(0)
-    module = script_model(TinyBackbone(num_outputs))
+    module = script_model(TinyBackbone(num_outputs), TinyImageNetView())
     extra = {} if metadata is None else {METADATA_FILE: metadata if isinstance(metadata, str) else json.dumps(metadata)}
     path.parent.mkdir(parents=True, exist_ok=True)
     with quiet_torchscript():
@@ -268,7 +273,11 @@ BAD_METADATA = {
     "missing_preprocess_key": (3, {**metadata_dict(), "preprocess": {"resize": 256}}, "preprocess is missing"),
     "future_format_version": (3, dict(metadata_dict(), format_version=99), "format_version 99 is not supported"),
     "bad_temperature": (3, dict(metadata_dict(), temperature=0), "temperature must be a number"),
-    "unknown_ood_score": (3, dict(metadata_dict(), ood={"score": "vibes", "threshold": 1}), "ood must be"),
+    "malformed_gate": (3, dict(metadata_dict(), gate={"knn_k": 3}), "gate is missing"),
+    "gate_weighs_other_imagenet_classes": (3, gated_metadata_dict(7), "the ImageNet view outputs 5 classes"),
+    "gate_without_imagenet_names": (3, dict(gated_metadata_dict(5), imagenet_class_names=[]),
+                                    "imagenet_class_names lists 0"),
+    "old_format": (3, dict(metadata_dict(), format_version=1), "--from-model"),
     "unknown_test_time_augmentation": (3, dict(metadata_dict(), test_time_augmentation="ten_crop"),
                                        "test_time_augmentation must be one of none, hflip_mean"),
     "not_json": (3, "{class_names: oops", "is not valid JSON"),
@@ -292,7 +301,7 @@ def test_metadata_must_say_truly_whether_the_network_mirror_averages(tmp_path, m
 
     honest = ModelMetadata.from_dict(dict(metadata_dict(), test_time_augmentation="hflip_mean" if mirror_average else "none"))
     lying = ModelMetadata.from_dict(dict(metadata_dict(), test_time_augmentation=claimed))
-    network = script_model(TinyBackbone(len(TINY_CLASSES)), mirror_average=mirror_average)
+    network = script_model(TinyBackbone(len(TINY_CLASSES)), TinyImageNetView(), mirror_average=mirror_average)
     save_artifact(network, honest, tmp_path / "honest.pt")
     save_artifact(network, lying, tmp_path / "lying.pt")
     assert FlowerClassifier.load(str(tmp_path / "honest.pt")).metadata.test_time_augmentation != claimed

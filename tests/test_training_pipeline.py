@@ -179,7 +179,8 @@ def test_export_writes_a_hub_ready_folder(exported):
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlicense:") and "torch.jit.load" in card and "| test top-1 |" in card
     # the rule that was really applied, with the targets it was given
-    assert "accept at least 90% of the held-out validation flowers" in card and "widest equal margin" in card
+    assert "accept at least\n  90% of the validation flowers" in card and "widest equal margin" in card
+    assert "model.imagenet.float()" in card and "ImageNet view" in card
     assert "mirror image" in card
     assert "BatchNorm statistics" in card
 
@@ -191,14 +192,19 @@ def test_metadata_round_trips_and_is_enough_to_use_the_model(exported):
     meta = json.loads(extra["flowerdemo.json"])
     assert meta["class_names"] == list(CLASSES)
     assert set(meta["preprocess"]) == {"resize", "crop", "mean", "std", "interpolation"}
-    assert meta["arch"] == "tf_efficientnet_lite0" and meta["format_version"] == 1
+    assert meta["arch"] == "tf_efficientnet_lite0" and meta["format_version"] == 2
     assert meta["training_args"]["epochs"] == 1 and 0.05 <= meta["temperature"] <= 20
-    assert meta["ood"]["score"] in ("energy", "max_logit", "max_prob", "knn_cosine")
+    assert "data_path" not in meta["training_args"] and "output_dir" not in meta["training_args"]  # no machine paths
+    assert meta["gate"]["knn_k"] == 2 and len(meta["gate"]["imagenet_weights"]) == 1000
+    assert len(meta["imagenet_class_names"]) == 1000 and meta["imagenet_class_names"][162] == "beagle"
+    assert meta["prediction_sets"]["method"] == "raps" and meta["prediction_sets"]["level"] == 0.95
     assert "top1" in meta["metrics"]["test"]
     assert meta["metrics"]["batchnorm"] == {"recalibrated": True, "images": 4 * len(CLASSES)}
     x = torch.randn(2, 3, meta["preprocess"]["crop"], meta["preprocess"]["crop"])
+    module.imagenet.float()
     with torch.inference_mode():
         assert module(x).shape == (2, len(meta["class_names"]))
+        assert module.imagenet_logits(x).shape == (2, 1000)
 
 
 def test_export_recalibrates_only_the_batchnorm_statistics_of_trained_layers(trained, exported):
@@ -226,7 +232,8 @@ def test_forward_equals_head_of_features(exported):
 def test_mirror_averaged_network_is_the_mean_of_both_views(trained):
     _, out, _, _ = trained
     backbone = export.load_checkpoint_backbone(out / "model_best.pth")[0]
-    plain, averaged = export.script_model(backbone), export.script_model(backbone, mirror_average=True)
+    view = torch.nn.Identity()  # the ImageNet view plays no part here
+    plain, averaged = export.script_model(backbone, view), export.script_model(backbone, view, mirror_average=True)
     x = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         expected = (plain(x) + plain(x.flip(3))) / 2
@@ -262,7 +269,44 @@ def test_evaluator_reports_on_a_tiny_split(exported, tmp_path, capsys):
     assert report["summary"]["top5"] == 1.0  # only 3 classes
     assert len(report["per_class"]) == 3
     assert all({"true", "predicted", "count"} <= set(row) for row in report["most_confused"])
-    assert 0.0 <= report["ood"]["auroc"] <= 1.0 and report["ood"]["nonflowers"] == 4
+    assert report["ood"]["nonflowers"] == 4 and report["ood"]["flowers"] == 6
+    for part in ("knn", "imagenet", "combined"):
+        assert 0.0 <= report["ood"][part]["auroc"] <= 1.0
+    assert report["verdicts"]["flowers"]["images"] == 6
+    assert sum(report["verdicts"]["flowers"][v] for v in ("species", "unknown_species", "not_a_flower")) == pytest.approx(1)
+    assert report["prediction_sets"]["images"] == 6
+    assert report["unknown_species"]["left_out"]["images"] == 6  # every class is left out once
     assert report["calibration"]["ece_after"] >= 0.0
     assert (tmp_path / "plots" / "confusion_matrix.png").is_file()
     assert "top-1" in capsys.readouterr().out
+
+
+def test_reexport_from_an_older_model_keeps_its_network(exported, tmp_path):
+    """The upgrade path that load_artifact's refusal of format 1 points to: --from-model."""
+    root, folder = exported
+    extra = {"flowerdemo.json": ""}
+    module = torch.jit.load(str(folder / "model.pt"), _extra_files=extra)
+    old = json.loads(extra["flowerdemo.json"])
+    old.update(format_version=1, ood={"score": "knn_cosine", "threshold": 0.5, "k": 2})
+    old["training_args"]["data_path"] = "/somewhere/on/the/old/machine"
+    for key in ("gate", "imagenet_class_names", "prediction_sets"):
+        old.pop(key)
+    old_folder = tmp_path / "old"
+    old_folder.mkdir()
+    torch.jit.save(module, str(old_folder / "model.pt"), _extra_files={"flowerdemo.json": json.dumps(old)})
+    with pytest.raises(Exception, match="--from-model"):
+        load_artifact(old_folder / "model.pt")
+
+    upgraded = tmp_path / "new"
+    export.main(export.get_args_parser().parse_args([
+        "--from-model", str(old_folder), "--output", str(upgraded), "--data-path", str(root),
+        "--nonflowers-path", str(root / "nonflowers"), "--workers", "0", "--knn-k", "2", "--test-split", "",
+    ]))
+    new_module, metadata = load_artifact(upgraded / "model.pt")
+    assert metadata.class_names == tuple(CLASSES) and metadata.gate is not None
+    assert "data_path" not in metadata.training_args
+    assert metadata.test_time_augmentation == "hflip_mean"  # as the old model did
+    old_state, new_state = module.state_dict(), new_module.state_dict()
+    for name, value in old_state.items():
+        if name.startswith("backbone."):
+            assert torch.equal(new_state[name], value), name

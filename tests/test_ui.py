@@ -39,15 +39,18 @@ def demo(tiny_classifier):
 class FakeClassifier:
     """Returns a fixed prediction, so verdicts can be tested without depending on what a model predicts."""
 
-    def __init__(self, is_flower, probabilities=(0.6, 0.3, 0.1), names=("sunflower", "rose", "zz unknown")):
-        self.is_flower, self.probabilities, self.names = is_flower, probabilities, names
+    def __init__(self, verdict, probabilities=(0.6, 0.3, 0.1), names=("sunflower", "rose", "zz unknown"),
+                 prediction_set=("sunflower",), looks_like=None):
+        self.verdict, self.probabilities, self.names = verdict, probabilities, names
+        self.prediction_set, self.looks_like = prediction_set, looks_like
 
     def explain(self, image, top_k=5, cam_classes=3):
         from flowerdemo.preprocess import load_image
 
         picture = load_image(image).resize((224, 224))
         prediction = Prediction(top_k=tuple(zip(self.names, self.probabilities)), class_indices=(0, 1, 2),
-                                is_flower=self.is_flower, ood_score=None if self.is_flower is None else 0.9)
+                                verdict=self.verdict, prediction_set=self.prediction_set, looks_like=self.looks_like,
+                                ood_score=None if self.verdict is None else 0.9)
         return Explanation(prediction, picture, np.random.default_rng(0).random((cam_classes, 7, 7)).astype(np.float32))
 
 
@@ -68,7 +71,8 @@ def test_classify_example_returns_label_verdict_overlays_and_references(classify
     assert [caption.split(". ", 1)[1] for _, caption in references] == [n for n, _ in
                                                                          sorted(label.items(), key=lambda kv: -kv[1])]
     assert all(Path(path).is_file() for path, _ in references)
-    assert state["classes"] == 3 and state["references"] is True
+    assert state.classes == 3 and state.references is True
+    assert state.verdict in ("species", "unknown_species", "not_a_flower")
 
 
 def test_classify_accepts_gradio_payloads(classify):
@@ -89,7 +93,21 @@ def test_unreadable_upload_is_a_gr_error_with_the_core_message(classify, tmp_pat
     bad.write_bytes(content)
     with pytest.raises(gr.Error) as caught:
         classify(str(bad), 0.5)
-    assert message in caught.value.message
+    assert message in caught.value.message  # the API: an error, as clients expect
+
+
+def test_the_page_clears_every_panel_and_explains_a_failed_input(classify, tmp_path):
+    """Good photo, then an unreadable one: no stale answer is left beside the error, which sits in the verdict."""
+    page = ui.make_auto_classify(classify)
+    good = page(str(EXAMPLE), 0.5)
+    assert good[0]["value"] and good[2] and good[4] is not None
+    bad = tmp_path / "upload.jpg"
+    bad.write_bytes(b"this is not an image")
+    label, verdict, overlays, references, state = page(str(bad), 0.5)
+    assert label["value"] is None and overlays == [] and references["value"] == [] and state is None
+    assert verdict.startswith("### Cannot read this image") and "not an image" in verdict
+    assert "Try another photo" in verdict  # what to do, not only what went wrong
+    assert page(str(EXAMPLE), 0.5)[0]["value"] == good[0]["value"]  # and the next good photo is answered as before
 
 
 def test_missing_image_and_bad_opacity_are_gr_errors(classify):
@@ -111,10 +129,11 @@ def test_model_load_failure_is_reported_not_raised(tmp_path):
     assert "could not be loaded" in ui.make_model_info(model)()
 
 
-def test_rejected_photo_says_not_a_flower_and_keeps_guesses_marked_unlikely():
-    classify = ui.make_classify(ui.LazyModel(lambda: FakeClassifier(is_flower=False)))
+def test_rejected_photo_says_not_a_flower_what_it_looks_like_and_keeps_guesses_marked_unlikely():
+    classify = ui.make_classify(ui.LazyModel(lambda: FakeClassifier("not_a_flower", prediction_set=(),
+                                                                     looks_like="beagle")))
     label, verdict, overlays, references, state = classify(str(EXAMPLE), 0.5)
-    assert "Not one of the 102 flowers" in verdict and NOT_A_FLOWER_MESSAGE in verdict
+    assert verdict.startswith("### Not a flower\nIt looks like a beagle.") and NOT_A_FLOWER_MESSAGE in verdict
     assert "unlikely" in verdict
     assert list(label) == ["sunflower", "rose", "zz unknown"]  # guesses stay visible
     style, references_style = ui.label_style(state)
@@ -128,19 +147,28 @@ def test_rejected_photo_says_not_a_flower_and_keeps_guesses_marked_unlikely():
     assert update["value"] == label and "fd-unlikely" in update["elem_classes"]
 
 
-@pytest.mark.parametrize("is_flower, probabilities, heading", [
-    (True, (0.6, 0.3, 0.1), "### Sunflower"),
-    (True, (0.3, 0.2, 0.1), "### Maybe sunflower?"),
-    (None, (0.6, 0.3, 0.1), "### Sunflower"),
+@pytest.mark.parametrize("verdict, prediction_set, heading", [
+    ("species", ("sunflower",), "### Sunflower\n60.0% likely"),
+    ("species", ("sunflower", "rose"), "### One of: sunflower, rose\n"),
+    (None, ("sunflower",), "### Sunflower"),
 ])
-def test_accepted_verdicts(is_flower, probabilities, heading):
-    classify = ui.make_classify(ui.LazyModel(lambda: FakeClassifier(is_flower, probabilities)))
-    label, verdict, _, _, state = classify(str(EXAMPLE), 0.5)
-    assert verdict.startswith(heading)
-    assert "Not one of" not in verdict
-    assert ("no \"not a flower\" check" in verdict) == (is_flower is None)
+def test_accepted_verdicts(verdict, prediction_set, heading):
+    classify = ui.make_classify(ui.LazyModel(lambda: FakeClassifier(verdict, prediction_set=prediction_set)))
+    label, text, _, _, state = classify(str(EXAMPLE), 0.5)
+    assert text.startswith(heading)
+    assert "Not a flower" not in text
+    assert ("no \"not a flower\" check" in text) == (verdict is None)
     style, _ = ui.label_style(state)
     assert style["elem_classes"] == [] and "unlikely" not in style["label"]
+
+
+def test_unknown_species_names_the_nearest_as_not_it():
+    classify = ui.make_classify(ui.LazyModel(lambda: FakeClassifier("unknown_species", prediction_set=())))
+    label, text, _, _, state = classify(str(EXAMPLE), 0.5)
+    assert text.startswith("### A flower I don't know")
+    assert "Not it, but nearest: sunflower, rose, zz unknown." in text
+    style, _ = ui.label_style(state)
+    assert "probably none of them" in style["label"] and "fd-unlikely" in style["elem_classes"]
 
 
 def test_opacity_rerenders_the_overlays(classify):
@@ -148,7 +176,7 @@ def test_opacity_rerenders_the_overlays(classify):
     faint, strong = ui.rerender(state, 0.0), ui.rerender(state, 1.0)
     assert len(faint) == len(strong) == 3
     pixels = lambda path: np.asarray(Image.open(path), dtype=np.float64)  # noqa: E731
-    view = np.asarray(state["view"], dtype=np.float64)
+    view = np.asarray(state.view, dtype=np.float64)
     assert np.abs(pixels(faint[0][0]) - view).mean() < 3  # opacity 0 is the photo itself (up to JPEG loss)
     assert np.abs(pixels(strong[0][0]) - view).mean() > 20
     assert ui.rerender(None, 0.5) is not None  # nothing classified yet: a skip, not an error
@@ -156,7 +184,7 @@ def test_opacity_rerenders_the_overlays(classify):
 
 def test_clearing_the_image_clears_the_outputs(classify):
     label, verdict, overlays, references, state = ui.make_auto_classify(classify)(None, 0.5)
-    assert label["value"] is None and verdict == "" and overlays == [] and state is None
+    assert label["value"] is None and verdict == ui.READY_MESSAGE and overlays == [] and state is None
 
 
 def test_lazy_model_loads_once_across_threads():
@@ -187,7 +215,8 @@ def test_model_panel(tiny_classifier, tiny_model_dir):
     assert "3 classes" in text and "tf_efficientnet_lite0" in text
     assert "top-1 **50.0%**" in text  # metrics["test"]["top1"] of the tiny artifact
     assert "T = 1.5" in text
-    assert "knn_cosine" in text and "0.9" in text and "(k = 3)" in text
+    assert "frozen ImageNet network" in text and "3th" not in text and "0.800" in text  # the unknown distance
+    assert "hold the right species in 90% of photos" in text  # the tiny model's prediction-set level
     assert "SHA-256" in text
 
 
@@ -218,7 +247,7 @@ def test_image_input_sources_and_queue(demo, monkeypatch):
     assert demo._queue.max_size == ui.DEFAULT_QUEUE_SIZE
     monkeypatch.setenv(ui.ENV_CONCURRENCY, "3")
     monkeypatch.setenv(ui.ENV_QUEUE_SIZE, "5")
-    rebuilt = ui.build_demo(FakeClassifier(True))
+    rebuilt = ui.build_demo(FakeClassifier("species"))
     assert rebuilt._queue.default_concurrency_limit == 3 and rebuilt._queue.max_size == 5
 
 
@@ -243,7 +272,7 @@ def test_launched_app_limits_uploads_and_exposes_only_classify(monkeypatch):
     import httpx
 
     monkeypatch.setenv(ui.ENV_MAX_FILE_SIZE, "1kb")
-    demo = ui.build_demo(FakeClassifier(True))
+    demo = ui.build_demo(FakeClassifier("species"))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -1,0 +1,145 @@
+""""One of these": split conformal prediction sets over the calibrated probabilities.
+
+The score is RAPS (Angelopoulos et al. 2021, "Uncertainty sets for image classifiers using conformal
+prediction") without randomisation: a class's score is the probability mass of every class ranked at or above it,
+plus ``penalty`` for each rank beyond ``k_reg``. The threshold ``qhat`` is the ceil((n + 1) * level)-th smallest
+score of the true classes on n calibration photos never trained on, so a new photo from the same distribution
+gets a set that holds its true species with probability at least ``level`` (exchangeability; Vovk et al. 2005).
+``penalty = 0`` is APS. Sets always hold the most likely class, which can only raise coverage.
+
+numpy only: the predictor, the exporter and the evaluator all call :meth:`ConformalSets.sets`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class ConformalConfigError(ValueError):
+    """A prediction-set rule (usually from an artifact's metadata) is malformed."""
+
+
+@dataclass(frozen=True)
+class ConformalSets:
+    level: float  # promised coverage, e.g. 0.95
+    qhat: float  # scores at or below this are in the set
+    penalty: float = 0.0  # RAPS lambda: added per rank beyond k_reg (0 = APS)
+    k_reg: int = 1
+    calibration_images: int = 0
+    method: str = "raps"
+
+    def __post_init__(self) -> None:
+        if self.method != "raps":
+            raise ConformalConfigError(f"prediction_sets.method must be 'raps', got {self.method!r}")
+        if not (isinstance(self.level, float) and 0.0 < self.level < 1.0):
+            raise ConformalConfigError(f"prediction_sets.level must be a number in (0, 1), got {self.level!r}")
+        if not (isinstance(self.qhat, float) and math.isfinite(self.qhat)):
+            raise ConformalConfigError(f"prediction_sets.qhat must be a finite number, got {self.qhat!r}")
+        if not (isinstance(self.penalty, float) and self.penalty >= 0):
+            raise ConformalConfigError(f"prediction_sets.penalty must be a number >= 0, got {self.penalty!r}")
+        if not (isinstance(self.k_reg, int) and self.k_reg >= 0):
+            raise ConformalConfigError(f"prediction_sets.k_reg must be an integer >= 0, got {self.k_reg!r}")
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "level": self.level, "qhat": self.qhat, "penalty": self.penalty,
+                "k_reg": self.k_reg, "calibration_images": self.calibration_images}
+
+    @classmethod
+    def from_dict(cls, data) -> "ConformalSets":
+        if not isinstance(data, dict):
+            raise ConformalConfigError(f"prediction_sets must be an object, got {type(data).__name__}")
+        try:
+            return cls(level=_float(data.get("level")), qhat=_float(data.get("qhat")),
+                       penalty=_float(data.get("penalty", 0.0)), k_reg=data.get("k_reg", 1),
+                       calibration_images=int(data.get("calibration_images", 0)), method=data.get("method", "raps"))
+        except (TypeError, ValueError) as error:
+            if isinstance(error, ConformalConfigError):
+                raise
+            raise ConformalConfigError(f"prediction_sets: {error}") from None
+
+    def sets(self, probabilities: np.ndarray) -> list[np.ndarray]:
+        """Per row of ``probabilities`` [B, N], the class indices in the set, most likely first (never empty)."""
+        order, scores = ranked_scores(probabilities, self.penalty, self.k_reg)
+        sizes = np.maximum((scores <= self.qhat).sum(axis=1), 1)  # scores rise with rank: the set is a prefix
+        return [row[:size] for row, size in zip(order, sizes)]
+
+
+def _float(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConformalConfigError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def ranked_scores(probabilities: np.ndarray, penalty: float = 0.0, k_reg: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(class indices by falling probability [B, N], the score of each rank [B, N]), scores non-decreasing."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2:
+        raise ValueError(f"probabilities must be [B, N], got shape {probabilities.shape}")
+    order = np.argsort(-probabilities, axis=1, kind="stable")
+    cumulative = np.cumsum(np.take_along_axis(probabilities, order, axis=1), axis=1)
+    ranks = np.arange(1, probabilities.shape[1] + 1)
+    return order, cumulative + penalty * np.maximum(0, ranks - k_reg)[None, :]
+
+
+def true_class_scores(probabilities: np.ndarray, labels: np.ndarray, penalty: float = 0.0, k_reg: int = 1) -> np.ndarray:
+    """The score of each row's true class: what calibration ranks."""
+    order, scores = ranked_scores(probabilities, penalty, k_reg)
+    rank_of_true = np.argmax(order == np.asarray(labels)[:, None], axis=1)
+    return scores[np.arange(len(scores)), rank_of_true]
+
+
+def fit_conformal(probabilities: np.ndarray, labels: np.ndarray, level: float = 0.95, penalty: float = 0.0,
+                  k_reg: int = 1) -> ConformalSets:
+    """Split conformal calibration on photos the model never trained on (their calibrated probabilities)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    probabilities = np.asarray(probabilities)
+    scores = np.sort(true_class_scores(probabilities, labels, penalty, k_reg))
+    n = len(scores)
+    rank = math.ceil((n + 1) * level)
+    # Too few photos to promise the level: the textbook qhat is infinite, i.e. every class (the only honest set).
+    qhat = float(scores[rank - 1]) if rank <= n else 1.0 + penalty * probabilities.shape[1] + 1.0
+    return ConformalSets(level=float(level), qhat=qhat, penalty=float(penalty), k_reg=int(k_reg), calibration_images=n)
+
+
+def coverage_and_size(rule: ConformalSets, probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """What the evaluator reports: the share of sets holding the true class, and the set sizes."""
+    sets = rule.sets(probabilities)
+    sizes = np.array([len(s) for s in sets])
+    covered = np.array([label in s for s, label in zip(sets, np.asarray(labels))])
+    return {"level": rule.level, "coverage": float(covered.mean()), "mean_size": float(sizes.mean()),
+            "singletons": float((sizes == 1).mean()), "max_size": int(sizes.max()), "images": int(len(sizes))}
+
+
+PENALTY_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+
+
+def select_penalty(probabilities: np.ndarray, labels: np.ndarray, level: float = 0.95, margin: float = 0.01,
+                   grid=PENALTY_GRID, k_reg: int = 1, halves: int = 200, seed: int = 0) -> tuple[float, dict]:
+    """The RAPS penalty with the smallest sets whose worst coverage over ``halves`` random half splits of the
+    calibration photos (fit on one half, measure on the other) stays at or above ``level + margin``.
+
+    Why a margin: the calibration photos are the val half that chose the checkpoint, so the model looks better
+    there than on new photos; a penalty that only just covers there under-covers elsewhere. When no penalty
+    qualifies, the one with the best worst-case coverage. Returns (penalty, a report row per candidate).
+    """
+    probabilities, labels = np.asarray(probabilities), np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    splits = [rng.permutation(len(labels)) for _ in range(halves)]
+    report = {}
+    for penalty in grid:
+        coverage, size = [], []
+        for order in splits:
+            fit, held = order[: len(order) // 2], order[len(order) // 2:]
+            row = coverage_and_size(fit_conformal(probabilities[fit], labels[fit], level, penalty, k_reg),
+                                    probabilities[held], labels[held])
+            coverage.append(row["coverage"])
+            size.append(row["mean_size"])
+        report[penalty] = {"worst_coverage": float(np.min(coverage)), "mean_coverage": float(np.mean(coverage)),
+                           "mean_size": float(np.mean(size))}
+    qualified = [p for p in grid if report[p]["worst_coverage"] >= level + margin]
+    if qualified:
+        return min(qualified, key=lambda p: (report[p]["mean_size"], p)), report
+    return max(grid, key=lambda p: (report[p]["worst_coverage"], -report[p]["mean_size"])), report
