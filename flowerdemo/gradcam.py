@@ -12,6 +12,9 @@ import torch
 from PIL import Image
 
 
+Objective = Callable[[torch.Tensor], torch.Tensor]  # logits [1, N] -> the scalar whose evidence is mapped
+
+
 def gradcam_maps(head: Callable[[torch.Tensor], torch.Tensor], feature_map: torch.Tensor,
                  class_indices: Sequence[int]) -> np.ndarray:
     """Heatmaps [K, h, w] in [0, 1] for one image's feature map [1, C, h, w], one per class index.
@@ -19,14 +22,30 @@ def gradcam_maps(head: Callable[[torch.Tensor], torch.Tensor], feature_map: torc
     weights_c = spatial mean of d logit_c / d features; map = ReLU(sum_c weights * features), scaled to max 1.
     A map with no positive evidence is all zeros (not NaN).
     """
+    return _maps(head, feature_map, [lambda logits, i=int(index): logits[0, i] for index in class_indices])
+
+
+def contrast_maps(head: Callable[[torch.Tensor], torch.Tensor], feature_map: torch.Tensor,
+                  pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """"Why A and not B": per (a, b), where the evidence for class a *over* class b lies [P, h, w] in [0, 1].
+
+    Grad-CAM of the logit difference a - b (contrastive explanations, Prabhushankar et al. 2020): regions that
+    push both classes alike cancel out, so what remains is what tells them apart.
+    """
+    return _maps(head, feature_map, [lambda logits, a=int(a), b=int(b): logits[0, a] - logits[0, b]
+                                     for a, b in pairs])
+
+
+def _maps(head, feature_map: torch.Tensor, objectives: Sequence[Objective]) -> np.ndarray:
+    """The Grad-CAM maths for any scalar objectives of the logits; the gradient flows through ``head`` only."""
     if feature_map.ndim != 4 or feature_map.shape[0] != 1:
         raise ValueError(f"feature_map must be [1, C, h, w], got {tuple(feature_map.shape)}")
     with torch.enable_grad():
         features = feature_map.detach().float().requires_grad_(True)
         logits = head(features)
         maps = []
-        for index in class_indices:
-            (gradient,) = torch.autograd.grad(logits[0, int(index)], features, retain_graph=True)
+        for objective in objectives:
+            (gradient,) = torch.autograd.grad(objective(logits), features, retain_graph=True)
             weights = gradient[0].mean(dim=(1, 2))  # [C]
             maps.append(torch.relu((weights[:, None, None] * features[0]).sum(dim=0)).detach())
     return np.stack([normalize_map(m.numpy()) for m in maps]) if maps else np.zeros((0, *feature_map.shape[2:]))

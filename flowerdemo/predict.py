@@ -12,14 +12,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .artifact import ModelLoadError, ModelMetadata, load_artifact
-from .gradcam import gradcam_maps
+from .artifact import ModelLoadError, ModelMetadata, load_artifact, quiet_torchscript
+from .gradcam import contrast_maps, gradcam_maps
 from .hub import ModelSource, parse_source, resolve_model_file
 from .ood import pooled_embedding
 from .preprocess import ImageSource, eval_transform, load_image, view_transform
 
-NOT_A_FLOWER_MESSAGE = ("This does not look like one of the 102 flowers I know. "
-                        "Try a closer photo of the bloom.")
+NOT_A_FLOWER_MESSAGE = "If it is a flower, try a closer photo of the bloom."
 
 
 @dataclass(frozen=True)
@@ -50,16 +49,45 @@ class Prediction:
                 "ood_score": None if self.ood_score is None else round(self.ood_score, 6)}
 
 
+# Top two within this calibrated probability of each other count as "close": worth a "why A and not B" map.
+CLOSE_CALL = 0.25
+
+
 @dataclass(frozen=True)
 class Explanation:
     prediction: Prediction
     view: Image.Image  # the center crop the model saw, in RGB
     heatmaps: np.ndarray  # [K, h, w] in [0, 1], one per top class
+    contrast: np.ndarray | None = None  # [h, w]: where the evidence for the top class over the second lies
+    contrast_pair: tuple | None = None  # (top name, second name) when ``contrast`` is given
+
+
+def wants_contrast(prediction: Prediction) -> bool:
+    """A named species that is "one of" several, or whose runner-up is close: show why the first, not the second."""
+    if prediction.verdict not in (None, "species") or len(prediction.top_k) < 2:
+        return False
+    return len(prediction.prediction_set) > 1 or prediction.top_k[0][1] - prediction.top_k[1][1] < CLOSE_CALL
+
+
+SERVED_METHODS = ("features", "head", "imagenet_logits")
+
+
+def optimized_for_inference(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """The network frozen with BatchNorm folded into the convolutions (``torch.jit.freeze`` then
+    ``optimize_for_inference``): on a 2-core CPU about a third faster per photo, outputs equal to ~1e-5, and
+    Grad-CAM's gradient through ``head`` still flows. A network that cannot be frozen is served as it is."""
+    methods = [name for name in SERVED_METHODS if hasattr(module, name)]
+    try:
+        with quiet_torchscript():
+            frozen = torch.jit.freeze(module.eval(), preserved_attrs=methods)
+            return torch.jit.optimize_for_inference(frozen, other_methods=methods)
+    except RuntimeError:  # TorchScript refuses some graphs (e.g. attributes it cannot inline): keep the original
+        return module
 
 
 class FlowerClassifier:
-    def __init__(self, module: torch.jit.ScriptModule, metadata: ModelMetadata, source: str = ""):
-        self.module = module
+    def __init__(self, module: torch.jit.ScriptModule, metadata: ModelMetadata, source: str = "",
+                 optimize: bool = True):
         self.metadata = metadata
         self.source = source
         self.transform = eval_transform(metadata.preprocess)
@@ -71,6 +99,8 @@ class FlowerClassifier:
         if metadata.gate is not None and self.ood_bank is None:
             raise ModelLoadError("the model's verdict rule needs its k-NN feature bank, and model.pt holds none; "
                                  "re-export it with flowerdemo.export")
+        # After reading the bank: freezing inlines buffers as constants.
+        self.module = optimized_for_inference(module) if optimize else module
 
     @classmethod
     def load(cls, source: str | None = None, revision: str | None = None, sha256: str | None = None) -> "FlowerClassifier":
@@ -104,7 +134,12 @@ class FlowerClassifier:
             prediction = self._predictions(batch, features, self.module.head(features), top_k)[0]
         # Gradients are needed only through the small head, so the feature map is computed once, gradient-free.
         heatmaps = gradcam_maps(self.module.head, features.clone(), prediction.class_indices[:cam_classes])
-        return Explanation(prediction, self.view_transform(picture), heatmaps)
+        contrast, pair = None, None
+        if wants_contrast(prediction):
+            first, second = prediction.class_indices[:2]
+            contrast = contrast_maps(self.module.head, features.clone(), [(first, second)])[0]
+            pair = (prediction.top_k[0][0], prediction.top_k[1][0])
+        return Explanation(prediction, self.view_transform(picture), heatmaps, contrast, pair)
 
     def _predictions(self, batch: torch.Tensor, features: torch.Tensor, logits: torch.Tensor,
                      top_k: int) -> list[Prediction]:

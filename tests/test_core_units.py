@@ -8,7 +8,7 @@ from PIL import Image
 
 from flowerdemo import metrics
 from flowerdemo.calibration import fit_temperature
-from flowerdemo.gradcam import colorize, gradcam_maps, overlay
+from flowerdemo.gradcam import colorize, contrast_maps, gradcam_maps, overlay
 from flowerdemo.ood import fpr_at_tpr, knn_distance, threshold_at_acceptance, threshold_with_widest_margin
 from flowerdemo.preprocess import PreprocessConfig, PreprocessConfigError
 
@@ -109,8 +109,27 @@ def test_gradcam_shapes_ranges_and_maths():
     assert maps.min() >= 0.0 and maps.max() <= 1.0
     # For a global-average-pool + linear head, Grad-CAM reduces to CAM with weights W_c / (h * w).
     expected = torch.relu((weight[2][:, None, None] / 35 * features[0]).sum(0)).numpy()
-    if expected.max() > 0:
-        np.testing.assert_allclose(maps[0], expected / expected.max(), rtol=1e-5, atol=1e-6)
+    assert expected.max() > 0  # seeded: class 2 has positive evidence, so the comparison below means something
+    np.testing.assert_allclose(maps[0], expected / expected.max(), rtol=1e-5, atol=1e-6)
+
+
+def test_contrast_map_is_grad_cam_of_the_logit_difference():
+    torch.manual_seed(1)
+    features = torch.rand(1, 6, 5, 7)
+    weight = torch.randn(4, 6)
+    weight[1] = torch.tensor([1.0, -0.5, 0.3, 0.0, 2.0, -1.0])  # channels 0, 2, 4 favour class 1 over class 3
+    weight[3] = torch.tensor([0.2, 0.1, -0.4, 0.5, 0.0, 0.0])
+    head = _linear_head(weight, torch.zeros(4))
+    (contrast,) = contrast_maps(head, features, [(1, 3)])
+    expected = torch.relu(((weight[1] - weight[3])[:, None, None] / 35 * features[0]).sum(0)).numpy()
+    assert expected.max() > 0
+    np.testing.assert_allclose(contrast, expected / expected.max(), rtol=1e-5, atol=1e-6)
+    # Evidence both classes share cancels: two classes with the same weights have nothing between them.
+    twin = _linear_head(torch.stack([weight[0], weight[0]]), torch.zeros(2))
+    assert np.all(contrast_maps(twin, features, [(0, 1)]) == 0.0)
+    # A over B is not B over A.
+    (reverse,) = contrast_maps(head, features, [(3, 1)])
+    assert not np.allclose(reverse, contrast)
 
 
 def test_gradcam_without_positive_evidence_is_all_zero_not_nan():

@@ -45,13 +45,17 @@ class FakeClassifier:
         self.prediction_set, self.looks_like = prediction_set, looks_like
 
     def explain(self, image, top_k=5, cam_classes=3):
+        from flowerdemo.predict import wants_contrast
         from flowerdemo.preprocess import load_image
 
         picture = load_image(image).resize((224, 224))
         prediction = Prediction(top_k=tuple(zip(self.names, self.probabilities)), class_indices=(0, 1, 2),
                                 verdict=self.verdict, prediction_set=self.prediction_set, looks_like=self.looks_like,
                                 ood_score=None if self.verdict is None else 0.9)
-        return Explanation(prediction, picture, np.random.default_rng(0).random((cam_classes, 7, 7)).astype(np.float32))
+        maps = np.random.default_rng(0).random((cam_classes + 1, 7, 7)).astype(np.float32)
+        if wants_contrast(prediction):
+            return Explanation(prediction, picture, maps[:-1], maps[-1], self.names[:2])
+        return Explanation(prediction, picture, maps[:-1])
 
 
 # ---------------------------------------------------------------------------------------------------- callbacks
@@ -160,6 +164,18 @@ def test_accepted_verdicts(verdict, prediction_set, heading):
     assert ("no \"not a flower\" check" in text) == (verdict is None)
     style, _ = ui.label_style(state)
     assert style["elem_classes"] == [] and "unlikely" not in style["label"]
+
+
+@pytest.mark.parametrize("prediction_set, probabilities, contrast", [
+    (("sunflower", "rose"), (0.6, 0.3, 0.1), True),  # "one of" two: why the first and not the second
+    (("sunflower",), (0.5, 0.4, 0.1), True),  # a single name, but a close call
+    (("sunflower",), (0.9, 0.05, 0.05), False),  # clear: three maps only
+])
+def test_why_a_and_not_b_map_joins_the_gallery_when_it_is_close(prediction_set, probabilities, contrast):
+    classify = ui.make_classify(ui.LazyModel(lambda: FakeClassifier("species", probabilities, prediction_set=prediction_set)))
+    _, _, overlays, _, state = classify(str(EXAMPLE), 0.5)
+    assert len(overlays) == 3 + contrast and len(state.captions) == len(state.heatmaps) == 3 + contrast
+    assert overlays[-1][1].startswith("Why sunflower, not rose: ") == contrast
 
 
 def test_unknown_species_names_the_nearest_as_not_it():

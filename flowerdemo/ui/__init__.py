@@ -1,0 +1,35 @@
+"""The Gradio app: a thin adapter around :class:`flowerdemo.predict.FlowerClassifier`.
+
+- ``runtime``: the lazily loaded model (once, thread-safe; failures not cached), torch threads, env settings.
+- ``presenters``: pure functions from predictions and metadata to the page's text.
+- ``assets``: the examples and the per-class reference thumbnails.
+- ``gradio_compat``: every workaround for, or reach into, Gradio internals (one file to touch on an upgrade).
+- ``events``: the callbacks (``/classify``, the page's own new-photo event, opacity, the model panel).
+- ``layout``: ``build_demo()`` (layout, wiring, queue) and ``launch_kwargs()`` (what Gradio 6 takes at
+  ``launch()``: theme, css, upload limit), so ``app.py`` and the tests launch alike.
+
+One API endpoint is public: ``/classify`` with inputs ``(image filepath, opacity float)``; its first output is the
+top-k ``gr.Label``. Every other event is ``api_visibility="private"``.
+"""
+from .assets import EXAMPLES_DIR, REFERENCES_DIR, example_files, reference_index, reference_items
+from .events import (ResultState, image_source, label_style, make_auto_classify, make_classify, make_model_info,
+                     render_overlays, rerender)
+from .gradio_compat import CSS, cache_image
+from .layout import CACHE_LIFETIME, build_demo, launch_kwargs, theme
+from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, DISCLAIMER, NO_IMAGE_MESSAGE, READY_MESSAGE, TOP_K,
+                         _with_article, cam_caption, error_markdown, example_label, label_value, model_markdown,
+                         percent, verdict_markdown)
+from .runtime import (DEFAULT_CONCURRENCY, DEFAULT_MAX_FILE_SIZE, DEFAULT_QUEUE_SIZE, ENV_CONCURRENCY,
+                      ENV_MAX_FILE_SIZE, ENV_QUEUE_SIZE, LazyModel, concurrency_limit, configure_torch_threads,
+                      default_loader, max_file_size, preload_in_background)
+
+__all__ = [
+    "CACHE_LIFETIME", "CAM_CLASSES", "CSS", "DEFAULT_CONCURRENCY", "DEFAULT_MAX_FILE_SIZE", "DEFAULT_OPACITY",
+    "DEFAULT_QUEUE_SIZE", "DISCLAIMER", "ENV_CONCURRENCY", "ENV_MAX_FILE_SIZE", "ENV_QUEUE_SIZE", "EXAMPLES_DIR",
+    "LazyModel", "NO_IMAGE_MESSAGE", "READY_MESSAGE", "REFERENCES_DIR", "ResultState", "TOP_K", "_with_article",
+    "build_demo", "cache_image", "cam_caption", "concurrency_limit", "configure_torch_threads", "default_loader",
+    "error_markdown", "example_files", "example_label", "image_source", "label_style", "label_value",
+    "launch_kwargs", "make_auto_classify", "make_classify", "make_model_info", "max_file_size", "model_markdown",
+    "percent", "preload_in_background", "reference_index", "reference_items", "render_overlays", "rerender",
+    "theme", "verdict_markdown",
+]

@@ -1,0 +1,36 @@
+"""Files the page shows: the examples gallery and the per-class reference thumbnails."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+EXAMPLES_DIR = ROOT / "examples"
+REFERENCES_DIR = Path(__file__).resolve().parent.parent / "assets" / "references"
+
+
+@functools.lru_cache(maxsize=None)
+def reference_index(folder: str = str(REFERENCES_DIR)) -> dict:
+    """class name -> thumbnail path, from ``index.json`` (written by scripts/make_reference_thumbnails.py)."""
+    index_file = Path(folder) / "index.json"
+    try:
+        raw = json.loads(index_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    index = {}
+    for name, file in raw.items():
+        path = Path(folder) / str(file)
+        if path.is_file():
+            index[name] = str(path)
+    return index
+
+def reference_items(names) -> list:
+    """(thumbnail, caption) for each class that has a bundled training-set photo; others are left out."""
+    index = reference_index()
+    return [(index[name], f"{rank}. {name}") for rank, name in enumerate(names, 1) if name in index]
+
+def example_files(folder: Path = EXAMPLES_DIR) -> list[Path]:
+    """Flowers first (alphabetical), then the "not a flower" photos."""
+    files = [p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")]
+    return sorted(files, key=lambda p: (p.stem.startswith("not_a_flower"), p.stem))

@@ -1,0 +1,178 @@
+"""Event adapters: the callbacks the Blocks wire to components (plain functions, unit-tested directly)."""
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from ..preprocess import InvalidImageError
+from .assets import reference_items
+from .gradio_compat import cache_image, update_props
+from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, NO_IMAGE_MESSAGE, NO_IMAGE_TITLE, READY_MESSAGE, TOP_K,
+                         UNREADABLE_TITLE, cam_caption, contrast_caption, error_markdown, intro_markdown, label_value,
+                         model_markdown, verdict_markdown)
+from .runtime import LazyModel, get_model
+
+@dataclass(frozen=True)
+class ResultState:
+    """What the page keeps of its last answer (per browser session, in ``gr.State``): enough to re-render the
+    heatmaps at another opacity and to style the label, without running the model again."""
+
+    view: Any  # PIL image: the centre crop the model saw
+    heatmaps: Any  # [K, h, w] in [0, 1]
+    captions: tuple
+    verdict: str | None
+    classes: int
+    references: bool
+
+def image_source(value: Any):
+    """What ``load_image`` should open, from a Gradio image payload (``preprocess=False``), a path or a PIL image.
+
+    Raises ``gr.Error`` when there is no image.
+    """
+    if value is None or value == "":
+        raise gr.Error(NO_IMAGE_MESSAGE, title=NO_IMAGE_TITLE, print_exception=False)
+    if isinstance(value, dict):
+        if value.get("path"):
+            return value["path"]
+        url = value.get("url") or ""
+        if url.startswith("data:") and "," in url:
+            try:
+                return base64.b64decode(url.split(",", 1)[1], validate=False)
+            except (binascii.Error, ValueError):
+                raise gr.Error("The pasted image data is not valid base64.", print_exception=False) from None
+        raise gr.Error(NO_IMAGE_MESSAGE, title=NO_IMAGE_TITLE, print_exception=False)
+    return value
+
+def maps_to_show(explanation) -> Any:
+    """The per-class heatmaps, then the "why A and not B" map when there is one: [K or K + 1, h, w]."""
+    import numpy as np
+
+    if getattr(explanation, "contrast", None) is None:
+        return explanation.heatmaps
+    return np.concatenate([explanation.heatmaps, explanation.contrast[None]])
+
+
+def render_overlays(state: ResultState | None, opacity: float) -> list:
+    """Gallery items (overlay image, caption) for the stored Grad-CAM maps at this opacity."""
+    from ..gradcam import overlay
+
+    if not state:
+        return []
+    opacity = min(1.0, max(0.0, float(opacity)))
+    return [(cache_image(overlay(state.view, heatmap, opacity)), caption)
+            for heatmap, caption in zip(state.heatmaps, state.captions)]
+
+def make_classify(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_CLASSES):
+    """The ``/classify`` callback: (image, opacity) -> (label, verdict, Grad-CAM gallery, references, state).
+
+    It returns plain values (no component updates), so API clients get the top-k label as their first output;
+    the label's "unlikely" styling is applied by :func:`label_style` in a private follow-up event.
+    """
+
+    def classify(image, opacity: float = DEFAULT_OPACITY):
+        """Name the flower in a photo: the top classes with calibrated probabilities, a verdict, Grad-CAM
+        overlays for the top 3 classes, and a training-set reference photo of each top class."""
+        source = image_source(image)
+        try:
+            opacity = DEFAULT_OPACITY if opacity is None else float(opacity)
+        except (TypeError, ValueError):
+            raise gr.Error(f"opacity must be a number in [0, 1], got {opacity!r}", print_exception=False) from None
+        if not 0.0 <= opacity <= 1.0:
+            raise gr.Error(f"opacity must be in [0, 1], got {opacity}", print_exception=False)
+        classifier = get_model(model)
+        try:
+            explanation = classifier.explain(source, top_k=top_k, cam_classes=cam_classes)
+        except InvalidImageError as error:
+            raise gr.Error(str(error), title=UNREADABLE_TITLE, print_exception=False) from None
+        except ValueError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        prediction = explanation.prediction
+        sets = getattr(getattr(classifier, "metadata", None), "prediction_sets", None)
+        references = reference_items([name for name, _ in prediction.top_k])
+        state = ResultState(
+            view=explanation.view,
+            heatmaps=maps_to_show(explanation),
+            captions=tuple(cam_caption(name, p) for name, p in prediction.top_k[:len(explanation.heatmaps)])
+            + ((contrast_caption(*explanation.contrast_pair),) if explanation.contrast is not None else ()),
+            verdict=prediction.verdict,
+            classes=len(prediction.top_k),
+            references=bool(references),
+        )
+        return (label_value(prediction), verdict_markdown(prediction, sets.level if sets else None),
+                render_overlays(state, opacity), references, state)
+
+    return classify
+
+def label_style(state: "ResultState | None") -> tuple:
+    """Updates (label, references) that mark a rejected photo's guesses as unlikely (and an unknown species'
+    as only the nearest), and hide an empty reference row (a model whose classes have no bundled photos)."""
+    if not state:
+        return (gr.update(label="Top classes", elem_classes=[]), gr.update(visible=True))
+    count = state.classes
+    if state.verdict == "not_a_flower":
+        label = gr.update(label=f"Top {count} guesses — unlikely: not a flower", elem_classes=["fd-unlikely"])
+    elif state.verdict == "unknown_species":
+        label = gr.update(label=f"Nearest {count} known species — probably none of them", elem_classes=["fd-unlikely"])
+    else:
+        label = gr.update(label=f"Top {count} classes", elem_classes=[])
+    return label, gr.update(visible=state.references)
+
+def make_auto_classify(classify):
+    """The page's own event (Identify, upload, paste, webcam, example click): classify and style in one step, so
+    a rejected photo's guesses are never shown unmarked. A cleared or failed input clears every result panel
+    and the verdict area says why and what to do (no stale answer, no error toast over the next result)."""
+
+    def cleared(message: str) -> tuple:
+        label, references = label_style(None)
+        return (gr.update(value=None, **update_props(label)), message, [], gr.update(value=[], **update_props(references)),
+                None)
+
+    def auto_classify(image, opacity):
+        if image is None or image == "":
+            return cleared(READY_MESSAGE)
+        try:
+            value, verdict, overlays, items, state = classify(image, opacity)
+        except gr.Error as error:
+            return cleared(error_markdown(error))
+        label, references = label_style(state)
+        return (gr.update(value=value, **update_props(label)), verdict, overlays,
+                gr.update(value=items, **update_props(references)), state)
+
+    return auto_classify
+
+def make_model_info(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_CLASSES):
+    """The page-load event filling the model panel. The panel hashes the 18 MB model file, and it cannot change
+    while the same classifier is loaded, so it is rendered once per classifier rather than on every page load."""
+    rendered: dict = {}
+
+    def model_info():
+        try:
+            classifier = get_model(model)
+        except gr.Error as error:
+            return f"**The model could not be loaded.** {error.message}"
+        if rendered.get("classifier") is not classifier:
+            rendered.update(classifier=classifier, text=model_markdown(classifier, top_k, cam_classes))
+        return rendered["text"]
+
+    return model_info
+
+def make_intro(model: LazyModel):
+    """The page-load event that puts the model's own number of species into the heading."""
+
+    def intro():
+        try:
+            return intro_markdown(get_model(model).metadata)
+        except gr.Error:
+            return intro_markdown(None)  # the model panel says why it could not be loaded
+
+    return intro
+
+
+def rerender(state, opacity):
+    if not state:
+        return gr.skip()
+    return render_overlays(state, opacity)

@@ -1,0 +1,176 @@
+"""What the page says: pure functions from predictions and metadata to text (no Gradio state)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+TOP_K = 5
+CAM_CLASSES = 3
+DEFAULT_OPACITY = 0.5
+NEAREST_SHOWN = 3  # an unknown species: how many of the nearest known ones the verdict names
+UNREADABLE_TITLE = "Cannot read this image"
+NO_IMAGE_TITLE = "No image"
+NO_IMAGE_MESSAGE = "Add a photo first: upload, drop, paste or take one with the webcam."
+READY_MESSAGE = "**Add a photo** of one bloom: upload, drop, paste or take one, or pick an example."
+DISCLAIMER = ("For curiosity and learning only. Never use it to decide whether a plant is edible, "
+              "medicinal or safe to touch.")
+
+
+def intro_markdown(metadata) -> str:
+    """The heading and one line of what the app does; the number of species comes from the loaded model."""
+    known = f"one of the {metadata.num_classes} species it knows" if metadata is not None else "its species"
+    return (f"## Flower species recogniser\nName a flower in a photo ({known}), see where the model looked, and "
+            "compare with a reference photo of each candidate. It also says when a photo is not a flower.")
+
+
+def percent(probability: float) -> str:
+    value = 100.0 * float(probability)
+    if 0 < value < 0.1:
+        return "<0.1%"
+    return f"{value:.1f}%" if value < 99.95 else ">99.9%"
+
+def verdict_markdown(prediction, set_level: float | None = None) -> str:
+    """The answer above the label: a species, "one of" a few, a flower it does not know, or not a flower.
+    ``set_level``: how often the model's prediction sets hold the right species (from its metadata)."""
+    from ..predict import NOT_A_FLOWER_MESSAGE
+
+    name, probability = prediction.top_k[0]
+    if prediction.verdict == "not_a_flower":
+        looks_like = f"It looks like {_with_article(prediction.looks_like)}. " if prediction.looks_like else ""
+        return (f"### Not a flower\n{looks_like}{NOT_A_FLOWER_MESSAGE}\n\n"
+                f"The guesses below are **unlikely** to be right (best: {name}, {percent(probability)}).")
+    if prediction.verdict == "unknown_species":
+        nearest = ", ".join(n for n, _ in prediction.top_k[:NEAREST_SHOWN])
+        return ("### A flower I don't know\nIt looks like a flower, but far from every one of the species I was "
+                f"trained on, so it is probably none of them.\n\nNot it, but nearest: {nearest}.")
+    names = list(prediction.prediction_set) or [name]
+    if len(names) == 1:
+        text = f"### {name.capitalize()}\n{percent(probability)} likely (calibrated probability)."
+    else:
+        text = (f"### One of: {', '.join(names)}\nThese hold the right species in "
+                f"{f'{set_level:.0%} of photos' if set_level else 'most photos'}; {name} is the likeliest at {percent(probability)}. "
+                "Compare the reference photos; a closer, sharper photo of one bloom helps.")
+    if prediction.verdict is None:
+        text += "\n\n*This model has no \"not a flower\" check: it names the closest of its classes for any photo.*"
+    return text
+
+def _with_article(thing: str) -> str:
+    return f"{'an' if thing[:1].lower() in 'aeiou' else 'a'} {thing}"
+
+def label_value(prediction) -> dict:
+    return {name: float(probability) for name, probability in prediction.top_k}
+
+def cam_caption(name: str, probability: float) -> str:
+    return f"{name} — {percent(probability)}"
+
+def contrast_caption(first: str, second: str) -> str:
+    return f"Why {first}, not {second}: where the evidence for it over {second} lies"
+
+
+def error_markdown(error: gr.Error) -> str:
+    """What went wrong and what to do, for the verdict area (the page shows no stale answer beside it)."""
+    title = getattr(error, "title", None) or "Something went wrong"
+    if title == UNREADABLE_TITLE:
+        advice = "Try another photo: a JPEG, PNG, WebP, GIF, BMP or TIFF file of one bloom."
+    elif title == NO_IMAGE_TITLE:
+        advice = ""
+    else:
+        advice = "Try again in a moment, or with another photo."
+    return f"### {title}\n{error.message}" + (f"\n\n{advice}" if advice else "")
+
+def example_label(path: Path) -> str:
+    stem = path.stem
+    if stem.startswith("not_a_flower"):
+        thing = stem[len("not_a_flower"):].strip("_").replace("_", " ") or "photo"
+        return f"{thing.capitalize()} (not a flower)"
+    return stem.replace("_", " ").capitalize()
+
+def _short_sha256(path: Path) -> str | None:
+    from ..hub import sha256_of
+
+    file = path / "model.pt" if path.is_dir() else path
+    try:
+        return sha256_of(file)[:12] if file.is_file() else None
+    except OSError:
+        return None
+
+def model_markdown(classifier, top_k: int = TOP_K, cam_classes: int = CAM_CLASSES) -> str:
+    """The "About the model" panel: where it came from, what it knows, how well it did, how it decides."""
+    meta = classifier.metadata
+    source = str(getattr(classifier, "source", "") or "unknown")
+    lines = [f"**Model** `{meta.arch}` — **{meta.num_classes} classes**", ""]
+    if source.startswith("hf://"):
+        repo, _, revision = source[len("hf://"):].partition("@")
+        lines.append(f"- Source: Hugging Face Hub `{repo}`, revision `{revision or 'main'}`")
+    else:
+        from ..hub import BUNDLED_MODEL_DIR
+
+        path = Path(source)
+        bundled = path.exists() and path.resolve() in (BUNDLED_MODEL_DIR, BUNDLED_MODEL_DIR / "model.pt")
+        where = "bundled `weights/`" if bundled else f"`{source}`"
+        digest = _short_sha256(path) if path.exists() else None
+        lines.append(f"- Source: {where}" + (f", file SHA-256 `{digest}…`" if digest else ""))
+    if meta.flowerdemo_version:
+        lines.append(f"- Exported with flowerdemo {meta.flowerdemo_version}")
+    test = meta.metrics.get("test") if isinstance(meta.metrics, dict) else None
+    if isinstance(test, dict) and isinstance(test.get("top1"), (int, float)):
+        text = f"- Measured test accuracy: top-1 **{percent(test['top1'])}**"
+        if isinstance(test.get("top5"), (int, float)):
+            text += f", top-5 {percent(test['top5'])}"
+        if isinstance(test.get("images"), int):
+            text += f" on {test['images']:,} held-out test images"
+        lines.append(text)
+    else:
+        lines.append("- Measured test accuracy: not recorded in this model's metadata")
+    if meta.test_time_augmentation == "hflip_mean":
+        lines.append("- Looks at each photo and its mirror image, and averages the two")
+    lines.append(f"- Calibration: probabilities are softmax(logits / T) with temperature T = {meta.temperature:.3g}")
+    lines += verdict_rule_lines(meta)
+    lines.append(f"- Shows the top {top_k} classes; Grad-CAM heatmaps for the top {cam_classes}")
+    return "\n".join(lines)
+
+def _measured(metrics, *keys):
+    """metrics[k1][k2]... when it is a number, else None (old or third-party metadata may lack any of it)."""
+    value = metrics
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+def verdict_rule_lines(meta) -> list[str]:
+    """How the model decides "not a flower", "a flower I don't know" and "one of these", with what was measured."""
+    metrics, gate, lines = meta.metrics, meta.gate, []
+    if gate is None:
+        lines.append("- \"Not a flower\" rule: none; every photo gets the closest of the known classes")
+    else:
+        text = (f"- \"Not a flower\": a frozen ImageNet network's view of the photo, combined with its distance to "
+                f"its nearest training photos (k-NN, k = {gate.knn_k}); a photo ImageNet files as plant-like (a daisy, a pot, "
+                "a bee) is rejected only if the k-NN distance agrees")
+        rule_nonflowers, rule_flowers = _measured(metrics, "ood", "rule", "nonflowers_rejected"), _measured(metrics, "ood", "rule", "flowers_rejected")
+        if rule_nonflowers is not None and rule_flowers is not None:
+            text += (f". Measured on held-out photos: rejects {percent(rule_nonflowers)} of non-flowers and "
+                     f"{percent(rule_flowers)} of test flowers")
+        parts = [(name, _measured(metrics, "ood", key, "auroc")) for name, key in
+                 (("k-NN", "knn"), ("ImageNet view", "imagenet"), ("combined", "combined"))]
+        if all(value is not None for _, value in parts):
+            text += " (AUROC " + ", ".join(f"{name} {value:.5f}" for name, value in parts) + ")"
+        lines.append(text)
+        text = (f"- \"A flower I don't know\": an accepted photo farther than {gate.unknown_threshold:.3f} (cosine) "
+                "from its nearest training photos")
+        left_out, cost = _measured(metrics, "unknown_species", "left_out", "unknown_species"), _measured(metrics, "unknown_species", "known_called_unknown")
+        if left_out is not None and cost is not None:
+            text += (f"; catches {percent(left_out)} of photos of species left out of those training photos, and "
+                     f"says it of {percent(cost)} of known test flowers")
+        lines.append(text)
+    if meta.prediction_sets is not None:
+        text = (f"- \"One of these\": conformal prediction sets that hold the right species in "
+                f"{meta.prediction_sets.level:.0%} of photos")
+        coverage, size = _measured(metrics, "prediction_sets", "coverage"), _measured(metrics, "prediction_sets", "mean_size")
+        if coverage is not None and size is not None:
+            text += f" (measured on test: {percent(coverage)}, {size:.2f} species per set on average)"
+        lines.append(text)
+    extra_ms, size_mb = _measured(metrics, "cost", "imagenet_view_ms_median"), _measured(metrics, "cost", "model_megabytes")
+    if extra_ms is not None and size_mb is not None:
+        lines.append(f"- Cost of the ImageNet view: about {extra_ms:.0f} ms per photo on the exporting machine; "
+                     f"model file {size_mb:.1f} MB")
+    return lines
