@@ -174,7 +174,7 @@ def verdict_lines(report: dict) -> list[str]:
         lines.append(f"  not-a-flower parts ({ood['flowers']} flowers vs {ood['nonflowers']} non-flowers):")
         for part in ("knn", "imagenet", "combined"):
             row = ood[part]
-            text = f"    {part:9s} AUROC {row['auroc']:.4f}, FPR@95%TPR {row['fpr_at_95_tpr']:.2%}"
+            text = f"    {part:9s} AUROC {row['auroc']:.5f}, FPR@95%TPR {row['fpr_at_95_tpr']:.2%}"
             if "threshold" in row:
                 text += (f"; at its threshold {row['nonflowers_rejected']:.1%} of non-flowers and "
                          f"{row['flowers_rejected']:.1%} of flowers rejected")

@@ -116,7 +116,7 @@ def test_upload_shows_label_gradcam_and_references(browser, served, tmp_path):
         _ran_once(page, classifier, before)
 
     assert 1 <= page.locator("#fd-label .confidence-set").count() <= 5
-    captions = page.locator("#fd-cams .caption-label").all_inner_texts()
+    captions = page.locator("#fd-cams figcaption").all_inner_texts()
     assert len(captions) == 3 and all(" — " in c and c.endswith("%") for c in captions)
     expect(page.locator("#fd-references img").first).to_be_visible()
 

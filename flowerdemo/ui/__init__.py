@@ -13,9 +13,8 @@ top-k ``gr.Label``. Every other event is ``api_visibility="private"``.
 """
 from .assets import EXAMPLES_DIR, REFERENCES_DIR, example_files, reference_index, reference_items
 from .events import (ResultState, image_source, label_style, make_auto_classify, make_classify, make_model_info,
-                     render_overlays, rerender)
-from .gradio_compat import CSS, cache_image
-from .layout import CACHE_LIFETIME, build_demo, launch_kwargs, theme
+                     references_html, render_overlays, rerender)
+from .layout import CACHE_LIFETIME, CSS, build_demo, launch_kwargs, theme
 from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, DISCLAIMER, NO_IMAGE_MESSAGE, READY_MESSAGE, TOP_K,
                          _with_article, cam_caption, error_markdown, example_label, label_value, model_markdown,
                          percent, verdict_markdown)
@@ -27,9 +26,9 @@ __all__ = [
     "CACHE_LIFETIME", "CAM_CLASSES", "CSS", "DEFAULT_CONCURRENCY", "DEFAULT_MAX_FILE_SIZE", "DEFAULT_OPACITY",
     "DEFAULT_QUEUE_SIZE", "DISCLAIMER", "ENV_CONCURRENCY", "ENV_MAX_FILE_SIZE", "ENV_QUEUE_SIZE", "EXAMPLES_DIR",
     "LazyModel", "NO_IMAGE_MESSAGE", "READY_MESSAGE", "REFERENCES_DIR", "ResultState", "TOP_K", "_with_article",
-    "build_demo", "cache_image", "cam_caption", "concurrency_limit", "configure_torch_threads", "default_loader",
+    "build_demo", "cam_caption", "concurrency_limit", "configure_torch_threads", "default_loader",
     "error_markdown", "example_files", "example_label", "image_source", "label_style", "label_value",
     "launch_kwargs", "make_auto_classify", "make_classify", "make_model_info", "max_file_size", "model_markdown",
-    "percent", "preload_in_background", "reference_index", "reference_items", "render_overlays", "rerender",
+    "percent", "preload_in_background", "reference_index", "reference_items", "references_html", "render_overlays", "rerender",
     "theme", "verdict_markdown",
 ]

@@ -25,10 +25,18 @@ def reference_index(folder: str = str(REFERENCES_DIR)) -> dict:
             index[name] = str(path)
     return index
 
+
 def reference_items(names) -> list:
-    """(thumbnail, caption) for each class that has a bundled training-set photo; others are left out."""
+    """(thumbnail path, caption) for each class that has a bundled training-set photo; others are left out."""
     index = reference_index()
     return [(index[name], f"{rank}. {name}") for rank, name in enumerate(names, 1) if name in index]
+
+
+def static_url(path: str) -> str:
+    """Where Gradio serves a file of a static path (``gr.set_static_paths``), relative to the page, so it also
+    works behind a proxy prefix (a Space)."""
+    return "gradio_api/file=" + str(Path(path).resolve())
+
 
 def example_files(folder: Path = EXAMPLES_DIR) -> list[Path]:
     """Flowers first (alphabetical), then the "not a flower" photos."""

@@ -9,12 +9,13 @@ from typing import Any
 import gradio as gr
 
 from ..preprocess import InvalidImageError
-from .assets import reference_items
-from .gradio_compat import cache_image, update_props
+from .assets import reference_items, static_url
+from .gradio_compat import update_props
 from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, NO_IMAGE_MESSAGE, NO_IMAGE_TITLE, READY_MESSAGE, TOP_K,
-                         UNREADABLE_TITLE, cam_caption, contrast_caption, error_markdown, intro_markdown, label_value,
-                         model_markdown, verdict_markdown)
+                         UNREADABLE_TITLE, cam_caption, contrast_caption, error_markdown, figures_html, intro_markdown,
+                         jpeg_data_url, label_value, model_markdown, verdict_markdown)
 from .runtime import LazyModel, get_model
+
 
 @dataclass(frozen=True)
 class ResultState:
@@ -27,6 +28,7 @@ class ResultState:
     verdict: str | None
     classes: int
     references: bool
+
 
 def image_source(value: Any):
     """What ``load_image`` should open, from a Gradio image payload (``preprocess=False``), a path or a PIL image.
@@ -47,6 +49,7 @@ def image_source(value: Any):
         raise gr.Error(NO_IMAGE_MESSAGE, title=NO_IMAGE_TITLE, print_exception=False)
     return value
 
+
 def maps_to_show(explanation) -> Any:
     """The per-class heatmaps, then the "why A and not B" map when there is one: [K or K + 1, h, w]."""
     import numpy as np
@@ -56,21 +59,29 @@ def maps_to_show(explanation) -> Any:
     return np.concatenate([explanation.heatmaps, explanation.contrast[None]])
 
 
-def render_overlays(state: ResultState | None, opacity: float) -> list:
-    """Gallery items (overlay image, caption) for the stored Grad-CAM maps at this opacity."""
+def render_overlays(state: ResultState | None, opacity: float) -> str:
+    """The stored Grad-CAM maps over the photo at this opacity, with their captions, as inline HTML."""
     from ..gradcam import overlay
 
     if not state:
-        return []
+        return ""
     opacity = min(1.0, max(0.0, float(opacity)))
-    return [(cache_image(overlay(state.view, heatmap, opacity)), caption)
-            for heatmap, caption in zip(state.heatmaps, state.captions)]
+    return figures_html([(jpeg_data_url(overlay(state.view, heatmap, opacity)), caption)
+                         for heatmap, caption in zip(state.heatmaps, state.captions)], "Grad-CAM")
+
+
+def references_html(names) -> str:
+    """The bundled training-set photo of each candidate, served from its static path (no per-answer copy)."""
+    return figures_html([(static_url(path), caption) for path, caption in reference_items(names)],
+                        "Reference photo")
+
 
 def make_classify(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_CLASSES):
     """The ``/classify`` callback: (image, opacity) -> (label, verdict, Grad-CAM gallery, references, state).
 
-    It returns plain values (no component updates), so API clients get the top-k label as their first output;
-    the label's "unlikely" styling is applied by :func:`label_style` in a private follow-up event.
+    It returns plain values (no component updates), so API clients get the top-k label as their first output,
+    and bad input is a ``gr.Error``. The page wraps it in :func:`make_auto_classify`, which styles the label
+    and turns errors into a message in the verdict area.
     """
 
     def classify(image, opacity: float = DEFAULT_OPACITY):
@@ -92,7 +103,7 @@ def make_classify(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_C
             raise gr.Error(str(error), print_exception=False) from None
         prediction = explanation.prediction
         sets = getattr(getattr(classifier, "metadata", None), "prediction_sets", None)
-        references = reference_items([name for name, _ in prediction.top_k])
+        references = references_html([name for name, _ in prediction.top_k])
         state = ResultState(
             view=explanation.view,
             heatmaps=maps_to_show(explanation),
@@ -106,6 +117,7 @@ def make_classify(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_C
                 render_overlays(state, opacity), references, state)
 
     return classify
+
 
 def label_style(state: "ResultState | None") -> tuple:
     """Updates (label, references) that mark a rejected photo's guesses as unlikely (and an unknown species'
@@ -121,6 +133,7 @@ def label_style(state: "ResultState | None") -> tuple:
         label = gr.update(label=f"Top {count} classes", elem_classes=[])
     return label, gr.update(visible=state.references)
 
+
 def make_auto_classify(classify):
     """The page's own event (Identify, upload, paste, webcam, example click): classify and style in one step, so
     a rejected photo's guesses are never shown unmarked. A cleared or failed input clears every result panel
@@ -128,8 +141,8 @@ def make_auto_classify(classify):
 
     def cleared(message: str) -> tuple:
         label, references = label_style(None)
-        return (gr.update(value=None, **update_props(label)), message, [], gr.update(value=[], **update_props(references)),
-                None)
+        return (gr.update(value=None, **update_props(label)), message, "",
+                gr.update(value="", **update_props(references)), None)
 
     def auto_classify(image, opacity):
         if image is None or image == "":
@@ -143,6 +156,7 @@ def make_auto_classify(classify):
                 gr.update(value=items, **update_props(references)), state)
 
     return auto_classify
+
 
 def make_model_info(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_CLASSES):
     """The page-load event filling the model panel. The panel hashes the 18 MB model file, and it cannot change
@@ -159,6 +173,7 @@ def make_model_info(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM
         return rendered["text"]
 
     return model_info
+
 
 def make_intro(model: LazyModel):
     """The page-load event that puts the model's own number of species into the heading."""

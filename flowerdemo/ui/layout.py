@@ -5,7 +5,6 @@ import gradio as gr
 
 from .assets import EXAMPLES_DIR, REFERENCES_DIR, example_files
 from .events import make_auto_classify, make_classify, make_intro, make_model_info, rerender
-from .gradio_compat import CSS
 from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, DISCLAIMER, READY_MESSAGE, TOP_K, example_label,
                          intro_markdown)
 from .runtime import (DEFAULT_QUEUE_SIZE, ENV_QUEUE_SIZE, as_lazy, concurrency_limit, env_int, max_file_size)
@@ -13,9 +12,25 @@ from .runtime import (DEFAULT_QUEUE_SIZE, ENV_QUEUE_SIZE, as_lazy, concurrency_l
 CACHE_LIFETIME = (1800, 3600)  # Gradio's delete_cache: (sweep every N s, delete files older than M s)
 
 
+CSS = """
+.fd-unlikely { opacity: 0.65; }
+.fd-note { color: var(--body-text-color-subdued); font-size: var(--text-sm); }
+.fd-verdict h3 { margin-top: 0; }
+/* Picture grids (Grad-CAM maps, reference photos): as many columns as fit, never wider than the screen. */
+.fd-figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(96px, 1fr)); gap: var(--size-2);
+              padding: var(--size-2); }
+.fd-figure { margin: 0; min-width: 0; }
+.fd-figure img { width: 100%; aspect-ratio: 1; object-fit: cover; border-radius: var(--radius-md); display: block; }
+.fd-figure figcaption { font-size: var(--text-xs); color: var(--body-text-color); margin-top: var(--size-1);
+                        overflow-wrap: anywhere; }
+#fd-cams .fd-figures { grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); }
+"""
+
+
 def theme():
     # Soft ships its font locally (no Google Fonts request), and has light and dark palettes.
     return gr.themes.Soft(primary_hue="emerald", secondary_hue="pink", neutral_hue="slate")
+
 
 def launch_kwargs(**overrides) -> dict:
     """Keyword arguments for ``demo.launch()`` (Gradio 6 takes theme and css here, not in ``gr.Blocks``).
@@ -55,14 +70,15 @@ def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CA
                 label = gr.Label(num_top_classes=top_k, label="Top classes", show_heading=False, elem_id="fd-label")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
-                cams = gr.Gallery(label="Grad-CAM: where the model looked", columns=cam_classes,
-                                  object_fit="contain", elem_id="fd-cams", elem_classes=["fd-gallery"],
-                                  format="jpeg", interactive=False)
+                # HTML, not galleries: the pictures travel inside the answer (heatmaps) or come from a static path
+                # (references), so an answer has no result files to write, hash, copy or download.
+                cams = gr.HTML(label="Grad-CAM: where the model looked", show_label=True, container=True,
+                               elem_id="fd-cams")
                 opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity",
                                     elem_id="fd-opacity")
             with gr.Column(scale=1, min_width=300):
-                references = gr.Gallery(label="Reference photos (training set)", columns=top_k, object_fit="cover",
-                                        elem_id="fd-references", elem_classes=["fd-gallery"], interactive=False)
+                references = gr.HTML(label="Reference photos (training set)", show_label=True, container=True,
+                                     elem_id="fd-references")
         with gr.Accordion("About the model", open=False):
             info = gr.Markdown("Loading the model…", elem_id="fd-model-info")
         gr.Markdown(f"<span class='fd-note'>{DISCLAIMER} Uploaded photos are deleted from the server's "

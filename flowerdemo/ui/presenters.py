@@ -1,6 +1,9 @@
 """What the page says: pure functions from predictions and metadata to text (no Gradio state)."""
 from __future__ import annotations
 
+import base64
+import html
+import io
 from pathlib import Path
 
 import gradio as gr
@@ -30,6 +33,7 @@ def percent(probability: float) -> str:
         return "<0.1%"
     return f"{value:.1f}%" if value < 99.95 else ">99.9%"
 
+
 def verdict_markdown(prediction, set_level: float | None = None) -> str:
     """The answer above the label: a species, "one of" a few, a flower it does not know, or not a flower.
     ``set_level``: how often the model's prediction sets hold the right species (from its metadata)."""
@@ -48,21 +52,45 @@ def verdict_markdown(prediction, set_level: float | None = None) -> str:
     if len(names) == 1:
         text = f"### {name.capitalize()}\n{percent(probability)} likely (calibrated probability)."
     else:
-        text = (f"### One of: {', '.join(names)}\nThese hold the right species in "
-                f"{f'{set_level:.0%} of photos' if set_level else 'most photos'}; {name} is the likeliest at {percent(probability)}. "
-                "Compare the reference photos; a closer, sharper photo of one bloom helps.")
+        how_often = f"{set_level:.0%} of photos" if set_level else "most photos"
+        text = (f"### One of: {', '.join(names)}\nThese hold the right species in {how_often}; {name} is the "
+                f"likeliest at {percent(probability)}. Compare the reference photos; a closer, sharper photo of one "
+                "bloom helps.")
     if prediction.verdict is None:
         text += "\n\n*This model has no \"not a flower\" check: it names the closest of its classes for any photo.*"
     return text
 
+
 def _with_article(thing: str) -> str:
     return f"{'an' if thing[:1].lower() in 'aeiou' else 'a'} {thing}"
+
 
 def label_value(prediction) -> dict:
     return {name: float(probability) for name, probability in prediction.top_k}
 
+
+def figures_html(figures, alt: str) -> str:
+    """A grid of pictures with captions, as HTML: ``figures`` are (image URL, caption); captions are escaped
+    (class names come from the model's metadata, which may come from anyone's Hub repo)."""
+    if not figures:
+        return ""
+    items = "".join(f'<figure class="fd-figure"><img src="{html.escape(src, quote=True)}" '
+                    f'alt="{html.escape(alt, quote=True)}: {html.escape(caption, quote=True)}" loading="lazy">'
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>" for src, caption in figures)
+    return f'<div class="fd-figures">{items}</div>'
+
+
+def jpeg_data_url(image, quality: int = 85) -> str:
+    """An image inline in the answer: the page shows it without another request, and API clients get no files
+    to download (each download costs gradio_client a new HTTP connection)."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def cam_caption(name: str, probability: float) -> str:
     return f"{name} — {percent(probability)}"
+
 
 def contrast_caption(first: str, second: str) -> str:
     return f"Why {first}, not {second}: where the evidence for it over {second} lies"
@@ -79,12 +107,14 @@ def error_markdown(error: gr.Error) -> str:
         advice = "Try again in a moment, or with another photo."
     return f"### {title}\n{error.message}" + (f"\n\n{advice}" if advice else "")
 
+
 def example_label(path: Path) -> str:
     stem = path.stem
     if stem.startswith("not_a_flower"):
         thing = stem[len("not_a_flower"):].strip("_").replace("_", " ") or "photo"
         return f"{thing.capitalize()} (not a flower)"
     return stem.replace("_", " ").capitalize()
+
 
 def _short_sha256(path: Path) -> str | None:
     from ..hub import sha256_of
@@ -94,6 +124,7 @@ def _short_sha256(path: Path) -> str | None:
         return sha256_of(file)[:12] if file.is_file() else None
     except OSError:
         return None
+
 
 def model_markdown(classifier, top_k: int = TOP_K, cam_classes: int = CAM_CLASSES) -> str:
     """The "About the model" panel: where it came from, what it knows, how well it did, how it decides."""
@@ -130,6 +161,7 @@ def model_markdown(classifier, top_k: int = TOP_K, cam_classes: int = CAM_CLASSE
     lines.append(f"- Shows the top {top_k} classes; Grad-CAM heatmaps for the top {cam_classes}")
     return "\n".join(lines)
 
+
 def _measured(metrics, *keys):
     """metrics[k1][k2]... when it is a number, else None (old or third-party metadata may lack any of it)."""
     value = metrics
@@ -137,40 +169,54 @@ def _measured(metrics, *keys):
         value = value.get(key) if isinstance(value, dict) else None
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
+
 def verdict_rule_lines(meta) -> list[str]:
     """How the model decides "not a flower", "a flower I don't know" and "one of these", with what was measured."""
-    metrics, gate, lines = meta.metrics, meta.gate, []
-    if gate is None:
-        lines.append("- \"Not a flower\" rule: none; every photo gets the closest of the known classes")
+    if meta.gate is None:
+        lines = ["- \"Not a flower\" rule: none; every photo gets the closest of the known classes"]
     else:
-        text = (f"- \"Not a flower\": a frozen ImageNet network's view of the photo, combined with its distance to "
-                f"its nearest training photos (k-NN, k = {gate.knn_k}); a photo ImageNet files as plant-like (a daisy, a pot, "
-                "a bee) is rejected only if the k-NN distance agrees")
-        rule_nonflowers, rule_flowers = _measured(metrics, "ood", "rule", "nonflowers_rejected"), _measured(metrics, "ood", "rule", "flowers_rejected")
-        if rule_nonflowers is not None and rule_flowers is not None:
-            text += (f". Measured on held-out photos: rejects {percent(rule_nonflowers)} of non-flowers and "
-                     f"{percent(rule_flowers)} of test flowers")
-        parts = [(name, _measured(metrics, "ood", key, "auroc")) for name, key in
-                 (("k-NN", "knn"), ("ImageNet view", "imagenet"), ("combined", "combined"))]
-        if all(value is not None for _, value in parts):
-            text += " (AUROC " + ", ".join(f"{name} {value:.5f}" for name, value in parts) + ")"
-        lines.append(text)
-        text = (f"- \"A flower I don't know\": an accepted photo farther than {gate.unknown_threshold:.3f} (cosine) "
-                "from its nearest training photos")
-        left_out, cost = _measured(metrics, "unknown_species", "left_out", "unknown_species"), _measured(metrics, "unknown_species", "known_called_unknown")
-        if left_out is not None and cost is not None:
-            text += (f"; catches {percent(left_out)} of photos of species left out of those training photos, and "
-                     f"says it of {percent(cost)} of known test flowers")
-        lines.append(text)
+        lines = [_not_a_flower_line(meta.gate, meta.metrics), _unknown_species_line(meta.gate, meta.metrics)]
     if meta.prediction_sets is not None:
-        text = (f"- \"One of these\": conformal prediction sets that hold the right species in "
-                f"{meta.prediction_sets.level:.0%} of photos")
-        coverage, size = _measured(metrics, "prediction_sets", "coverage"), _measured(metrics, "prediction_sets", "mean_size")
-        if coverage is not None and size is not None:
-            text += f" (measured on test: {percent(coverage)}, {size:.2f} species per set on average)"
-        lines.append(text)
-    extra_ms, size_mb = _measured(metrics, "cost", "imagenet_view_ms_median"), _measured(metrics, "cost", "model_megabytes")
+        lines.append(_prediction_sets_line(meta.prediction_sets, meta.metrics))
+    extra_ms, size_mb = _measured(meta.metrics, "cost", "imagenet_view_ms_median"), _measured(meta.metrics, "cost",
+                                                                                              "model_megabytes")
     if extra_ms is not None and size_mb is not None:
         lines.append(f"- Cost of the ImageNet view: about {extra_ms:.0f} ms per photo on the exporting machine; "
                      f"model file {size_mb:.1f} MB")
     return lines
+
+
+def _not_a_flower_line(gate, metrics) -> str:
+    text = ("- \"Not a flower\": a frozen ImageNet network's view of the photo, combined with its distance to its "
+            f"nearest training photos (k-NN, k = {gate.knn_k}); a photo ImageNet files as plant-like (a daisy, a pot, "
+            "a bee) is rejected only if the k-NN distance agrees")
+    nonflowers = _measured(metrics, "ood", "rule", "nonflowers_rejected")
+    flowers = _measured(metrics, "ood", "rule", "flowers_rejected")
+    if nonflowers is not None and flowers is not None:
+        text += (f". Measured on held-out photos: rejects {percent(nonflowers)} of non-flowers and "
+                 f"{percent(flowers)} of test flowers")
+    parts = [(name, _measured(metrics, "ood", key, "auroc")) for name, key in
+             (("k-NN", "knn"), ("ImageNet view", "imagenet"), ("combined", "combined"))]
+    if all(value is not None for _, value in parts):
+        text += " (AUROC " + ", ".join(f"{name} {value:.5f}" for name, value in parts) + ")"
+    return text
+
+
+def _unknown_species_line(gate, metrics) -> str:
+    text = (f"- \"A flower I don't know\": an accepted photo farther than {gate.unknown_threshold:.3f} (cosine) "
+            "from its nearest training photos")
+    left_out = _measured(metrics, "unknown_species", "left_out", "unknown_species")
+    cost = _measured(metrics, "unknown_species", "known_called_unknown")
+    if left_out is not None and cost is not None:
+        text += (f"; catches {percent(left_out)} of photos of species left out of those training photos, and "
+                 f"says it of {percent(cost)} of known test flowers")
+    return text
+
+
+def _prediction_sets_line(sets, metrics) -> str:
+    text = f"- \"One of these\": conformal prediction sets that hold the right species in {sets.level:.0%} of photos"
+    coverage = _measured(metrics, "prediction_sets", "coverage")
+    size = _measured(metrics, "prediction_sets", "mean_size")
+    if coverage is not None and size is not None:
+        text += f" (measured on test: {percent(coverage)}, {size:.2f} species per set on average)"
+    return text

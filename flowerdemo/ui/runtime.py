@@ -37,6 +37,7 @@ class LazyModel:
                 model = self._model
         return model
 
+
 def preload_in_background(model: "LazyModel") -> threading.Thread:
     """Load the model while the server starts; a failure is printed once and reported again to each request."""
     from ..artifact import ModelLoadError
@@ -51,12 +52,14 @@ def preload_in_background(model: "LazyModel") -> threading.Thread:
     thread.start()
     return thread
 
+
 def default_loader():
     """The bundled ``weights/``, or whatever ``FLOWERDEMO_MODEL`` (+ ``_REVISION``, ``_SHA256``) names."""
     from ..predict import FlowerClassifier
 
     configure_torch_threads()
     return FlowerClassifier.load()
+
 
 def configure_torch_threads() -> int:
     """Share the cores between the requests that run at once: with 2 cores and 2 concurrent requests, 2 torch
@@ -69,6 +72,7 @@ def configure_torch_threads() -> int:
     torch.set_num_threads(threads)
     return threads
 
+
 def as_lazy(classifier_loader) -> LazyModel:
     if classifier_loader is None:
         return LazyModel(default_loader)
@@ -80,6 +84,7 @@ def as_lazy(classifier_loader) -> LazyModel:
         raise TypeError("classifier_loader must be a FlowerClassifier or a callable returning one")
     return LazyModel(classifier_loader)
 
+
 def get_model(model: LazyModel):
     from ..artifact import ModelLoadError
 
@@ -88,6 +93,7 @@ def get_model(model: LazyModel):
     except ModelLoadError as error:
         raise gr.Error(f"The model could not be loaded: {error}", title="Model unavailable",
                        print_exception=False) from None
+
 
 def env_int(name: str, default: int, minimum: int = 1) -> int:
     raw = os.environ.get(name, "").strip()
@@ -101,8 +107,10 @@ def env_int(name: str, default: int, minimum: int = 1) -> int:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
     return value
 
+
 def concurrency_limit() -> int:
     return env_int(ENV_CONCURRENCY, DEFAULT_CONCURRENCY)
+
 
 def max_file_size() -> str | int:
     """``FLOWERDEMO_MAX_FILE_SIZE``: bytes (``20000000``) or Gradio's ``<n><unit>`` (``20mb``); default 20 MB."""
