@@ -38,6 +38,7 @@ from .ood import (FlowerGate, fit_logistic, log_softmax_np, knn_distance, normal
 from .models import IMAGENET_CLASSES, ArchitectureError, PretrainedWeightsError
 from .preprocess import PreprocessConfig
 from .recipe import Recipe, RecipeError
+from .train import CheckpointError
 
 BANK_DTYPE = torch.float16  # halves the bank's share of model.pt; cosine similarity does not need more
 IMAGENET_VIEW_DTYPE = torch.float16  # the frozen ImageNet copy is stored in half precision (model.pt <= 32 MB)
@@ -510,7 +511,8 @@ def metrics_from_report(report: dict) -> dict:
 
 
 # What a user can fix from the command line: one line on stderr, never a traceback.
-USER_ERRORS = (ExportError, ModelLoadError, DatasetLayoutError, RecipeError, ArchitectureError, PretrainedWeightsError)
+USER_ERRORS = (ExportError, ModelLoadError, DatasetLayoutError, RecipeError, ArchitectureError, PretrainedWeightsError,
+               CheckpointError)
 
 
 def cli(argv=None, prog: str | None = None) -> int:

@@ -20,6 +20,7 @@ import csv
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -394,9 +395,19 @@ def save_checkpoint(path: Path, **state) -> None:
     os.replace(temporary, path)  # never leave a half-written checkpoint behind a crash
 
 
+class CheckpointError(ValueError):
+    """A checkpoint is missing or is not one this trainer wrote."""
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """A trainer checkpoint, read with ``weights_only=True`` (tensors and plain types; no code runs)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as error:  # foreign objects inside, or not a torch file at all
+        raise CheckpointError(f"{path} is not a flowerdemo checkpoint of plain tensors and values "
+                              f"({str(error).splitlines()[0][:200]})") from None
 
 
 def build_network(recipe_args, run: RunOptions, num_classes: int):
@@ -442,26 +453,8 @@ def _say(processes: Processes, message: str) -> None:
 
 def _train(args, run: RunOptions, processes: Processes, device: torch.device) -> dict:
     seed_everything(args.seed)
-    source = DataSource(run.dataset, run.data_path, run.download)
-    with processes.main_first():  # rank 0 downloads the data and the weights, the others find them in place
-        train_samples, val_samples, class_names = training_and_selection_samples(
-            source, args.train_split, args.val_split, args.val_fraction_for_training, args.limit_per_class)
-        model, preprocess = build_network(args, run, len(class_names))
-    recipe = recipe_from_args(args, preprocess, args.train_crop or default_train_crop(preprocess),
-                              processes.world_size)
-    checkpoint = load_checkpoint(run.resume) if run.resume else None
-    if checkpoint is not None:
-        recipe = resumed_recipe(recipe, class_names, checkpoint, run.resume)
-    output_dir = Path(run.output_dir)
-    if processes.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    if processes.rank:  # each process its own augmentation and mixing draws (the weights are rank 0's anyway)
-        seed_everything(recipe.seed + processes.rank)
-    train_loader, val_loader = make_loaders(recipe, run, train_samples, val_samples, len(class_names), processes)
-    _say(processes, f"flowerdemo {__version__}: {len(train_samples)} train / {len(val_samples)} val images, "
-                    f"{len(class_names)} classes, {recipe.arch} at {recipe.preprocess.crop} px, device {device}"
-                    + (f", {processes.world_size} processes" if processes.distributed else ""))
-
+    checkpoint = load_checkpoint(run.resume) if run.resume else None  # a wrong path fails before any work
+    recipe, class_names, model, train_loader, val_loader = prepare(args, run, processes, device, checkpoint)
     if run.init_from:
         model.load_state_dict(load_checkpoint(run.init_from)["model"])
         _say(processes, f"initialised from {run.init_from}")
@@ -469,9 +462,9 @@ def _train(args, run: RunOptions, processes: Processes, device: torch.device) ->
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    labels = [sample.label for sample in train_loader.dataset.samples]
     batch_mixer = build_batch_mixer(recipe, len(class_names), len(train_loader.sampler))
-    criterion = build_criterion(recipe, [s.label for s in train_samples], len(class_names),
-                                batch_mixer is not None).to(device)
+    criterion = build_criterion(recipe, labels, len(class_names), batch_mixer is not None).to(device)
     optimizer = build_optimizer(model, recipe)
     scheduler = build_scheduler(optimizer, recipe, len(train_loader))
     model_ema = build_model_ema(model, recipe.model_ema_decay)
@@ -480,7 +473,7 @@ def _train(args, run: RunOptions, processes: Processes, device: torch.device) ->
         start_epoch, best = restore(checkpoint, model, model_ema, optimizer, scheduler, processes)
         _say(processes, f"resumed from {run.resume} at epoch {start_epoch + 1}")
     if processes.is_main:
-        (output_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+        (Path(run.output_dir) / "args.json").write_text(json.dumps(vars(args), indent=2))
     network = model
     if processes.distributed:
         network = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -493,12 +486,36 @@ def _train(args, run: RunOptions, processes: Processes, device: torch.device) ->
                                    recipe, model_ema, batch_mixer, progress_bar=processes.is_main))
         row = reduce_epoch_stats(row, processes, device)
         if processes.is_main:
-            best = end_of_epoch(row, recipe, model, model_ema, optimizer, scheduler, val_loader, device, output_dir,
-                                class_names, best, run.eval_every)
+            best = end_of_epoch(row, recipe, model, model_ema, optimizer, scheduler, val_loader, device,
+                                Path(run.output_dir), class_names, best, run.eval_every)
         processes.barrier()  # the others wait while rank 0 validates and writes
     _say(processes, f"best val top-1 {best['val_top1']:.4f} at epoch {best.get('epoch')}; weights in "
-                    f"{output_dir / 'model_best.pth'}")
+                    f"{Path(run.output_dir) / 'model_best.pth'}")
     return best
+
+
+def prepare(args, run: RunOptions, processes: Processes, device: torch.device, checkpoint: dict | None):
+    """(recipe, class names, network on its ImageNet weights, training loader, validation loader): the data and
+    the network first, since the recipe's preprocessing comes from the architecture; then the recipe, checked
+    against the checkpoint being resumed."""
+    source = DataSource(run.dataset, run.data_path, run.download)
+    with processes.main_first():  # rank 0 downloads the data and the weights, the others find them in place
+        train_samples, val_samples, class_names = training_and_selection_samples(
+            source, args.train_split, args.val_split, args.val_fraction_for_training, args.limit_per_class)
+        model, preprocess = build_network(args, run, len(class_names))
+    recipe = recipe_from_args(args, preprocess, args.train_crop or default_train_crop(preprocess),
+                              processes.world_size)
+    if checkpoint is not None:
+        recipe = resumed_recipe(recipe, class_names, checkpoint, run.resume)
+    if processes.is_main:
+        Path(run.output_dir).mkdir(parents=True, exist_ok=True)
+    if processes.rank:  # each process its own augmentation and mixing draws (the weights are rank 0's anyway)
+        seed_everything(recipe.seed + processes.rank)
+    train_loader, val_loader = make_loaders(recipe, run, train_samples, val_samples, len(class_names), processes)
+    _say(processes, f"flowerdemo {__version__}: {len(train_samples)} train / {len(val_samples)} val images, "
+                    f"{len(class_names)} classes, {recipe.arch} at {recipe.preprocess.crop} px, device {device}"
+                    + (f", {processes.world_size} processes" if processes.distributed else ""))
+    return recipe, class_names, model, train_loader, val_loader
 
 
 def restore(checkpoint: dict, model, model_ema, optimizer, scheduler, processes: Processes) -> tuple[int, dict]:
@@ -548,7 +565,7 @@ def _append_log(path: Path, row: dict) -> None:
 
 
 # What a user can fix from the command line: one line on stderr, never a traceback.
-USER_ERRORS = (DatasetLayoutError, RecipeError, ArchitectureError, PretrainedWeightsError)
+USER_ERRORS = (DatasetLayoutError, RecipeError, CheckpointError, ArchitectureError, PretrainedWeightsError)
 
 
 def cli(argv=None, prog: str | None = None) -> int:

@@ -61,3 +61,15 @@ def test_resume_allows_only_more_epochs():
         stored.check_resume(recipe(epochs=10, preprocess=PreprocessConfig(crop=192)), "ckpt")
     with pytest.raises(RecipeError, match="may grow on resume, not shrink"):
         stored.check_resume(recipe(epochs=5), "ckpt")
+
+
+def test_checkpoints_with_pickled_objects_or_missing_files_are_refused(tmp_path, capsys):
+    import argparse
+
+    from flowerdemo import train
+
+    torch.save({"args": argparse.Namespace(lr=0.1), "model": {}}, tmp_path / "old.pth")  # an object, not plain data
+    with pytest.raises(train.CheckpointError, match="is not a flowerdemo checkpoint of plain tensors and values"):
+        train.load_checkpoint(tmp_path / "old.pth")
+    assert train.cli(["--resume", str(tmp_path / "missing.pth")]) == 2
+    assert capsys.readouterr().err.strip() == f"train: error: checkpoint not found: {tmp_path / 'missing.pth'}"
