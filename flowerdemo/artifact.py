@@ -29,7 +29,8 @@ METADATA_FILE = "flowerdemo.json"
 MODEL_FILE = "model.pt"
 REQUIRED_METHODS = ("forward", "features", "head")
 GATE_METHODS = ("imagenet_logits",)
-REEXPORT_HINT = "python -m flowerdemo.export --from-model OLD_MODEL_FOLDER --output NEW_MODEL_FOLDER"
+REEXPORT_HINT = (
+    "python -m flowerdemo.export --from-model OLD_MODEL_FOLDER --nonflowers-path NONFLOWER_PHOTOS --output NEW_MODEL_FOLDER")
 # What the network does inside features() beyond one plain pass; informational: the file does it itself.
 TEST_TIME_AUGMENTATIONS = ("none", "hflip_mean")
 

@@ -1,6 +1,10 @@
-"""Command line: ``python -m flowerdemo predict [options] PATH...``.
+"""Command line: ``flowerdemo COMMAND ...`` (or ``python -m flowerdemo COMMAND ...``).
 
-Files and folders (searched recursively) are classified in batches; unreadable files are reported and skipped
+``predict`` is implemented here. ``train``, ``export``, ``evaluate`` and ``publish`` hand their arguments to
+``flowerdemo.train`` etc. (the same as ``python -m flowerdemo.train ...``), imported only when asked for, so
+``predict`` never pays for the training stack.
+
+``predict``: files and folders (searched recursively) are classified in batches; unreadable files are reported and skipped
 without spoiling the rest of their batch. Exit status: 0 all classified, 1 some files failed, 2 usage error or
 the model could not be loaded. Results go to stdout (a table, JSON lines or CSV); progress and errors to stderr.
 """
@@ -15,7 +19,14 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-PROG = "python -m flowerdemo"
+PROG = "flowerdemo"
+# Subcommands that are whole modules with their own parser and cli(): name -> (module, one-line help).
+DELEGATED = {
+    "train": ("flowerdemo.train", "fine-tune a network on Flowers-102 or your own ImageFolder tree (torchrun-ready)"),
+    "export": ("flowerdemo.export", "turn trained weights into a model folder (calibration, verdict rule, card)"),
+    "evaluate": ("flowerdemo.evaluate", "measure a model on a split and on held-out non-flower photos"),
+    "publish": ("flowerdemo.publish", "upload a model folder to the Hugging Face Hub"),
+}
 
 
 class UsageError(Exception):
@@ -54,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Recognise Oxford Flowers-102 species in photos.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_predict_command(commands)
+    for name, (module, summary) in DELEGATED.items():  # listed for --help; main() hands them over first
+        commands.add_parser(name, help=summary, add_help=False)
     return parser
 
 
@@ -76,6 +89,11 @@ def add_predict_command(commands) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]][0]).cli(argv[1:], prog=f"{PROG} {argv[0]}")
     args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits 2
     try:
         return args.handler(args)

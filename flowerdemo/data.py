@@ -1,4 +1,8 @@
-"""Datasets: the Flowers-102 layout (labels.csv + classes.json) or a plain ImageFolder tree."""
+"""Datasets: the official Flowers-102 through torchvision, any ImageFolder tree, or the labels.csv layout.
+
+Everything downstream works on lists of :class:`Sample` (an image path and a label index), read with the
+project's one image loader, so the app, the trainer, the exporter and the evaluator see identical pixels.
+"""
 from __future__ import annotations
 
 import csv
@@ -12,12 +16,56 @@ from torch.utils.data import DataLoader, Dataset
 from .preprocess import PreprocessConfig, eval_transform, load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-DEFAULT_DATA_PATH = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "flowers102"
-DEFAULT_NONFLOWER_PATH = DEFAULT_DATA_PATH.parent / "nonflowers"
+# --dataset: torchvision's official Flowers-102 (ROOT/flowers-102/{jpg/,imagelabels.mat,setid.mat}), any
+# ImageFolder tree (ROOT/<split>/<class>/*.jpg), or the labels.csv layout (labels.csv, classes.json, images/).
+DATASETS = ("flowers102", "imagefolder", "csv")
+DEFAULT_DATASET = "flowers102"
+DEFAULT_DATA_PATH = "data"  # torchvision's root: --download fills data/flowers-102/
+FLOWERS102_SPLITS = ("train", "val", "test")
+FLOWERS102_FILES = ("imagelabels.mat", "setid.mat")
+MIN_NONFLOWERS = 4  # two to fit the verdict rule, two held out, at the very least
 
 
 class DatasetLayoutError(ValueError):
-    """The data folder is neither the Flowers-102 layout nor an ImageFolder tree."""
+    """The data folder does not hold the dataset it was said to hold; the message says what to change."""
+
+
+class DatasetNotFoundError(DatasetLayoutError):
+    """The dataset is missing or partial; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Which dataset layout to read, where, and whether torchvision may download it (Flowers-102 only)."""
+
+    kind: str = DEFAULT_DATASET
+    root: str = DEFAULT_DATA_PATH
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in DATASETS:
+            raise DatasetLayoutError(f"--dataset must be one of {', '.join(DATASETS)}; got {self.kind!r}")
+        if self.download and self.kind != "flowers102":
+            raise DatasetLayoutError(f"--download fetches the official Flowers-102 only (--dataset flowers102), "
+                                     f"not --dataset {self.kind}")
+
+    @classmethod
+    def from_args(cls, args) -> "DataSource":
+        return cls(args.dataset, str(args.data_path), bool(getattr(args, "download", False)))
+
+
+def add_data_arguments(parser, download: bool = True) -> None:
+    """--dataset, --data-path (and --download): the same three options for the trainer, exporter and evaluator."""
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, choices=DATASETS,
+                        help="flowers102: torchvision's official Flowers-102 under DATA_PATH/flowers-102/ (jpg/, "
+                             "imagelabels.mat, setid.mat); imagefolder: DATA_PATH/<split>/<class>/*.jpg; csv: "
+                             "labels.csv (filename,label,split), classes.json and images/ (default: %(default)s)")
+    parser.add_argument("--data-path", default=DEFAULT_DATA_PATH,
+                        help="the dataset's root folder (default: %(default)s)")
+    if download:
+        parser.add_argument("--download", action="store_true",
+                            help="with --dataset flowers102: let torchvision download it into DATA_PATH/flowers-102/ "
+                                 "(about 330 MB, MD5-checked) if it is not there yet")
 
 
 @dataclass(frozen=True)
@@ -47,21 +95,10 @@ def eval_loader(samples: list[Sample], preprocess: PreprocessConfig, workers: in
     return DataLoader(ImageListDataset(samples, eval_transform(preprocess)), batch_size=batch_size, num_workers=workers)
 
 
-def load_split(root: str | os.PathLike, split: str, limit_per_class: int | None = None) -> tuple[list[Sample], list[str]]:
-    """Samples and class names of one split.
-
-    ``root`` is either the Flowers-102 layout (``labels.csv`` with ``filename,label,split``, ``classes.json``,
-    ``images/``) or an ImageFolder tree ``root/<split>/<class name>/*.jpg``.
-    """
-    root = Path(root)
-    if (root / "labels.csv").is_file():
-        samples, class_names = _flowers102_split(root, split)
-    elif (root / split).is_dir():
-        samples, class_names = _imagefolder_split(root / split)
-    else:
-        raise DatasetLayoutError(
-            f"{root} holds neither labels.csv (Flowers-102 layout) nor a '{split}/' folder of class folders"
-        )
+def load_split(source: DataSource, split: str, limit_per_class: int | None = None) -> tuple[list[Sample], list[str]]:
+    """Samples (image path, label index) and class names of one split of ``source``."""
+    readers = {"flowers102": _flowers102_split, "imagefolder": _imagefolder_split, "csv": _csv_split}
+    samples, class_names = readers[source.kind](source, split)
     if limit_per_class is not None:
         counts: dict[int, int] = {}
         kept = []
@@ -71,7 +108,7 @@ def load_split(root: str | os.PathLike, split: str, limit_per_class: int | None 
                 kept.append(sample)
         samples = kept
     if not samples:
-        raise DatasetLayoutError(f"split {split!r} of {root} has no images")
+        raise DatasetLayoutError(f"split {split!r} of {source.root} has no images")
     return samples, class_names
 
 
@@ -92,19 +129,67 @@ def split_by_class(samples: list[Sample], fraction: float) -> tuple[list[Sample]
     return moved, kept
 
 
-def training_and_selection_samples(data_path, train_split: str = "train", val_split: str = "val",
+def training_and_selection_samples(source: DataSource, train_split: str = "train", val_split: str = "val",
                                    val_fraction_for_training: float = 0.0, limit_per_class: int | None = None):
     """(training samples, selection samples, class names): the val images used for model selection,
     calibration and the OOD threshold are never trained on, whatever ``val_fraction_for_training`` moves."""
-    train_samples, class_names = load_split(data_path, train_split, limit_per_class)
-    val_samples, val_class_names = load_split(data_path, val_split, limit_per_class)
+    train_samples, class_names = load_split(source, train_split, limit_per_class)
+    val_samples, val_class_names = load_split(source, val_split, limit_per_class)
     if val_class_names != class_names:
         raise DatasetLayoutError(f"{train_split} and {val_split} splits name different classes")
     moved, selection = split_by_class(val_samples, val_fraction_for_training) if val_fraction_for_training else ([], val_samples)
     return train_samples + moved, selection, class_names
 
 
-def _flowers102_split(root: Path, split: str) -> tuple[list[Sample], list[str]]:
+def _flowers102_split(source: DataSource, split: str) -> tuple[list[Sample], list[str]]:
+    """The official split through ``torchvision.datasets.Flowers102`` (its own MD5 checks and download)."""
+    from torchvision.datasets import Flowers102
+
+    if split not in FLOWERS102_SPLITS:
+        raise DatasetLayoutError(f"Flowers-102 splits are {', '.join(FLOWERS102_SPLITS)}; got {split!r}")
+    if not source.download:
+        _check_flowers102_files(Path(source.root))
+    try:
+        # loader=str: the dataset yields each image's path, read later by the project's own loader
+        dataset = Flowers102(source.root, split=split, download=source.download, loader=str)
+    except ImportError as error:  # scipy reads the .mat files
+        raise DatasetLayoutError(f"torchvision reads Flowers-102's .mat files with scipy ({error}): "
+                                 "pip install scipy (it is in requirements-train.txt)") from None
+    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted" (MD5), or a bad download
+        raise DatasetNotFoundError(_flowers102_hint(Path(source.root), f"torchvision says: {error}")) from None
+    except OSError as error:  # the download itself failed (no network, HTTP error, disk full)
+        raise DatasetNotFoundError(f"downloading Flowers-102 into {source.root} failed ({error}); check the "
+                                   "network and try again, or set the folder up by hand (see the README)") from None
+    samples = [Sample(path, int(label)) for path, label in dataset]
+    missing = [sample.path for sample in samples if not os.path.isfile(sample.path)]
+    if missing:
+        raise DatasetNotFoundError(_flowers102_hint(
+            Path(source.root), f"{len(missing)} of the {len(samples)} {split} images are missing, e.g. {missing[0]}"))
+    return samples, list(Flowers102.classes)
+
+
+def _check_flowers102_files(root: Path) -> None:
+    """Say exactly which part of ROOT/flowers-102/ is missing (torchvision only says 'not found or corrupted')."""
+    base = root / "flowers-102"
+    missing = [name for name in FLOWERS102_FILES if not (base / name).is_file()]
+    if not (base / "jpg").is_dir():
+        missing.insert(0, "jpg/")
+    if missing:
+        other = " (it holds labels.csv: did you mean --dataset csv?)" if (root / "labels.csv").is_file() else ""
+        raise DatasetNotFoundError(_flowers102_hint(root, f"{base} lacks {', '.join(missing)}{other}"))
+
+
+def _flowers102_hint(root: Path, problem: str) -> str:
+    return (f"Flowers-102 is not usable at {root}: {problem}. Add --download to fetch it there (about 330 MB, "
+            f"MD5-checked), or lay existing files out by hand: {root}/flowers-102/ holding imagelabels.mat, setid.mat "
+            f"and jpg/ (a symlink to the folder of image_NNNNN.jpg files will do)")
+
+
+def _csv_split(source: DataSource, split: str) -> tuple[list[Sample], list[str]]:
+    root = Path(source.root)
+    if not (root / "labels.csv").is_file() or not (root / "classes.json").is_file():
+        raise DatasetNotFoundError(f"--dataset csv expects {root}/labels.csv (filename,label,split), "
+                                   f"{root}/classes.json and {root}/images/; one of the first two is missing")
     class_names = json.loads((root / "classes.json").read_text())
     with open(root / "labels.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -115,15 +200,32 @@ def _flowers102_split(root: Path, split: str) -> tuple[list[Sample], list[str]]:
     return samples, class_names
 
 
-def _imagefolder_split(split_root: Path) -> tuple[list[Sample], list[str]]:
-    class_names = sorted(entry.name for entry in split_root.iterdir() if entry.is_dir())
-    samples = [
-        Sample(str(path), label)
-        for label, name in enumerate(class_names)
-        for path in sorted((split_root / name).rglob("*"))
-        if path.suffix.lower() in IMAGE_EXTENSIONS
-    ]
-    return samples, class_names
+def _imagefolder_split(source: DataSource, split: str) -> tuple[list[Sample], list[str]]:
+    """``ROOT/<split>/<class>/...`` through torchvision's ``DatasetFolder`` (classes in sorted order)."""
+    from torchvision.datasets import DatasetFolder
+
+    folder = Path(source.root) / split
+    if not folder.is_dir():
+        raise DatasetNotFoundError(f"--dataset imagefolder expects {folder}/<class name>/*.jpg; {folder} is not a folder")
+    try:
+        dataset = DatasetFolder(str(folder), loader=str, extensions=IMAGE_EXTENSIONS)
+    except FileNotFoundError as error:  # no class folders, or a class folder without images
+        raise DatasetLayoutError(f"{folder}: {error}") from None
+    return [Sample(path, label) for path, label in dataset.samples], list(dataset.classes)
+
+
+def nonflower_photos(path: str | os.PathLike | None) -> tuple[list[str], list[str]]:
+    """(even-numbered photos: they fit the verdict rule, odd-numbered: held out to report on it), in file order."""
+    if not path:
+        raise DatasetNotFoundError("--nonflowers-path is required: a folder of everyday photos that are not flowers "
+                                   "(a few hundred: pets, food, streets, rooms, plants without blooms...)")
+    if not Path(path).is_dir():
+        raise DatasetNotFoundError(f"--nonflowers-path {path} is not a folder")
+    photos = list_images(path)
+    if len(photos) < MIN_NONFLOWERS:
+        raise DatasetNotFoundError(f"--nonflowers-path {path} holds {len(photos)} images; the 'not a flower' rule "
+                                   f"needs a folder of everyday non-flower photos (a few hundred; at least {MIN_NONFLOWERS})")
+    return photos[0::2], photos[1::2]
 
 
 def list_images(folder: str | os.PathLike) -> list[str]:

@@ -1,6 +1,6 @@
 """Evaluate a model artifact on a split, with the app's own loading and preprocessing code.
 
-    python -m flowerdemo.evaluate --model weights --split test
+    python -m flowerdemo.evaluate --model weights --split test --nonflowers-path NONFLOWERS
 
 Prints a table and writes JSON: top-1, top-5, macro-F1, per-class accuracy, the most confused pairs,
 calibration (ECE before/after temperature scaling) and, against the held-out non-flower photos, how well
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from . import engine
-from .data import DEFAULT_DATA_PATH, DEFAULT_NONFLOWER_PATH, Sample, eval_loader, list_images, load_split
+from .artifact import ModelLoadError
+from .data import (DataSource, DatasetLayoutError, Sample, add_data_arguments, eval_loader, load_split,
+                   nonflower_photos)
 from .metrics import (confusion_matrix, expected_calibration_error, macro_f1, most_confused_pairs,
                       negative_log_likelihood, per_class_accuracy, per_class_f1, reliability_bins, roc_auc,
                       softmax, topk_accuracy)
@@ -34,15 +37,29 @@ def collect_outputs(module, preprocess: PreprocessConfig, samples, workers: int 
                                   imagenet=view)
 
 
-def evaluate_split(model: str, data_path: str, split: str, nonflower_paths=None, workers: int = 2,
+class EvaluationError(ValueError):
+    """The model and the data do not belong together; the message says how."""
+
+
+def check_same_classes(model_names, data_names, data_root: str) -> None:
+    if list(model_names) == list(data_names):
+        return
+    if len(model_names) != len(data_names):
+        raise EvaluationError(f"the model knows {len(model_names)} classes but {data_root} names {len(data_names)}")
+    renamed = [f"{old!r} (model) vs {new!r} (data)" for old, new in zip(model_names, data_names) if old != new]
+    raise EvaluationError(f"the model and {data_root} name {len(renamed)} classes differently: {', '.join(renamed[:5])}; "
+                          "re-export the model with the dataset's names (python -m flowerdemo.export --from-model "
+                          "MODEL --rename-classes ...) or evaluate on the data it was exported with")
+
+
+def evaluate_split(model: str, data: DataSource, split: str, nonflower_paths=None, workers: int = 2,
                    limit_per_class: int | None = None) -> dict:
     from .predict import FlowerClassifier
 
     classifier = FlowerClassifier.load(model)
     meta = classifier.metadata
-    samples, class_names = load_split(data_path, split, limit_per_class)
-    if list(class_names) != list(meta.class_names):
-        raise ValueError(f"the model's {meta.num_classes} classes are not the dataset's {len(class_names)} classes")
+    samples, class_names = load_split(data, split, limit_per_class)
+    check_same_classes(meta.class_names, class_names, data.root)
     flowers = collect_outputs(classifier.module, meta.preprocess, samples, workers, split)
     report = classification_report(flowers.logits, flowers.labels, class_names, meta.temperature)
     report["model"], report["split"] = classifier.source, split
@@ -235,14 +252,16 @@ def write_report_files(report: dict, folder: Path, class_names) -> None:
     plt.close(figure)
 
 
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Evaluate a flowerdemo model", add_help=add_help)
+def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Evaluate a flowerdemo model", add_help=add_help, prog=prog)
     parser.add_argument("--model", default=None, help="model.pt, model folder, hf://owner/repo@rev (default: FLOWERDEMO_MODEL or weights/)")
     parser.add_argument("--split", default="test", help="e.g. val or test (Flowers-102), or any ImageFolder split")
-    parser.add_argument("--data-path", default=str(DEFAULT_DATA_PATH))
-    parser.add_argument("--nonflowers-path", default=str(DEFAULT_NONFLOWER_PATH))
+    add_data_arguments(parser)
+    parser.add_argument("--nonflowers-path", default=None,
+                        help="the folder of everyday non-flower photos given to the exporter (required unless "
+                             "--nonflowers-subset none)")
     parser.add_argument("--nonflowers-subset", default="holdout", choices=["holdout", "all", "none"],
-                        help="holdout = the odd-numbered photos the exporter never used to choose the OOD score")
+                        help="holdout = the odd-numbered photos the exporter never used to fit the 'not a flower' rule")
     parser.add_argument("--output-json", default=None, help="where to write the full report (default: <split>_report.json)")
     parser.add_argument("--plots-dir", default=None, help="also write confusion_matrix.png and reliability_diagram.png here")
     parser.add_argument("--limit-per-class", type=int, default=None)
@@ -250,11 +269,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+def nonflowers_for_report(path: str | None, subset: str) -> list[str]:
+    """The non-flower photos to report on: none, all of them, or the odd-numbered half the exporter held out."""
+    if subset == "none":
+        return []
+    fit, holdout = nonflower_photos(path)
+    return holdout if subset == "holdout" else sorted(fit + holdout)
+
+
 def main(args) -> dict:
-    nonflowers = [] if args.nonflowers_subset == "none" else list_images(args.nonflowers_path)
-    if args.nonflowers_subset == "holdout":
-        nonflowers = nonflowers[1::2]
-    report = evaluate_split(args.model, args.data_path, args.split, nonflowers, args.workers, args.limit_per_class)
+    nonflowers = nonflowers_for_report(args.nonflowers_path, args.nonflowers_subset)
+    report = evaluate_split(args.model, DataSource.from_args(args), args.split, nonflowers, args.workers,
+                            args.limit_per_class)
     print(format_report(report))
     output = Path(args.output_json or f"{args.split}_report.json")
     output.write_text(json.dumps(report, indent=1))
@@ -264,5 +290,19 @@ def main(args) -> dict:
     return report
 
 
+# What a user can fix from the command line: one line on stderr, never a traceback.
+USER_ERRORS = (EvaluationError, DatasetLayoutError, ModelLoadError)
+
+
+def cli(argv=None, prog: str | None = None) -> int:
+    args = get_args_parser(prog=prog).parse_args(argv)
+    try:
+        main(args)
+    except USER_ERRORS as error:
+        print(f"evaluate: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli())

@@ -1,7 +1,7 @@
 """Turn trained weights into a self-describing model folder (a Hugging Face model repo, as is).
 
-    python -m flowerdemo.export --checkpoint runs/lite0/model_best.pth --output weights
-    python -m flowerdemo.export --from-model weights --output weights-v2     # upgrade an exported model
+    python -m flowerdemo.export --checkpoint runs/lite0/model_best.pth --nonflowers-path NONFLOWERS --output weights
+    python -m flowerdemo.export --from-model weights --nonflowers-path NONFLOWERS --output weights-v2   # upgrade
 
 Steps, each a function below: load the weights (a trainer checkpoint, or an earlier artifact's own network);
 recompute the trained layers' BatchNorm statistics on the training images at the eval transform (checkpoints
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,22 +26,23 @@ import torch
 from torch import nn
 
 from . import __version__
-from .artifact import (METADATA_FILE, MODEL_FILE, ModelMetadata, load_artifact, quiet_torchscript,
+from .artifact import (METADATA_FILE, MODEL_FILE, ModelLoadError, ModelMetadata, load_artifact, quiet_torchscript,
                        save_artifact)
 from .calibration import fit_temperature
 from .conformal import ConformalSets, fit_conformal, select_penalty
-from .data import DEFAULT_DATA_PATH, DEFAULT_NONFLOWER_PATH, list_images, training_and_selection_samples
+from .data import DataSource, DatasetLayoutError, add_data_arguments, nonflower_photos, training_and_selection_samples
 from .engine import Outputs
 from .metrics import roc_auc, softmax
 from .ood import (FlowerGate, fit_logistic, log_softmax_np, knn_distance, normalize, out_of_fold_scores,
                   plant_like_indices, threshold_at_acceptance, threshold_with_widest_margin)
+from .models import IMAGENET_CLASSES, ArchitectureError, PretrainedWeightsError
 from .preprocess import PreprocessConfig
+from .recipe import Recipe, RecipeError
+from .train import CheckpointError
 
 BANK_DTYPE = torch.float16  # halves the bank's share of model.pt; cosine similarity does not need more
 IMAGENET_VIEW_DTYPE = torch.float16  # the frozen ImageNet copy is stored in half precision (model.pt <= 32 MB)
 L2_CANDIDATES = (0.001, 0.01, 0.1, 1.0)
-# Run options: where things were on the machine that trained, not part of the recipe; never published.
-RUN_OPTIONS = ("data_path", "output_dir", "resume", "init_from", "workers", "device")
 
 
 class ExportError(RuntimeError):
@@ -98,9 +100,28 @@ class FlowerNet(nn.Module):
 
 def script_model(backbone: nn.Module, imagenet: nn.Module, ood_bank: torch.Tensor | None = None,
                  bank_labels: torch.Tensor | None = None, mirror_average: bool = False) -> torch.jit.ScriptModule:
-    with quiet_torchscript():
-        return torch.jit.script(FlowerNet(backbone.eval(), imagenet.eval(), ood_bank, bank_labels,
-                                          mirror_average).eval())
+    network = FlowerNet(backbone.eval(), imagenet.eval(), ood_bank, bank_labels, mirror_average).eval()
+    try:
+        with quiet_torchscript():
+            return torch.jit.script(network)
+    except (RuntimeError, torch.jit.frontend.FrontendError) as error:
+        raise ExportError(f"this architecture cannot be scripted to TorchScript, which the app loads "
+                          f"({str(error).splitlines()[0][:300]}); choose another timm CNN") from None
+
+
+@torch.no_grad()
+def check_contract(scripted: torch.jit.ScriptModule, crop: int) -> None:
+    """What the app, Grad-CAM and the verdict rule rely on, whatever the architecture: ``features`` is a
+    [B, C, H, W] map, ``forward == head(features)``, and the ImageNet view gives 1,000 logits."""
+    x = torch.randn(2, 3, crop, crop)
+    features = scripted.features(x)
+    if features.ndim != 4:
+        raise ExportError(f"features() gives shape {list(features.shape)}; the app needs a [B, C, H, W] map")
+    if not torch.allclose(scripted(x), scripted.head(features), rtol=1e-4, atol=1e-4):
+        raise ExportError("forward(x) differs from head(features(x)); Grad-CAM would explain another network")
+    width = scripted.imagenet_logits(x).shape[-1]
+    if width != IMAGENET_CLASSES:
+        raise ExportError(f"the ImageNet view gives {width} logits, not ImageNet-1k's {IMAGENET_CLASSES}")
 
 
 def round_to_storage_precision(imagenet: nn.Module) -> nn.Module:
@@ -127,35 +148,52 @@ class Source:
 
     backbone: nn.Module
     class_names: list
-    recipe: dict  # training arguments, run options removed
-    preprocess: PreprocessConfig
+    recipe: Recipe
     epoch: int  # selected epoch, 1-based (-1 unknown)
     batchnorm: dict  # already recalibrated? (an artifact's own record)
     mirror_average: bool | None = None  # what an earlier artifact did; None for checkpoints
 
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.recipe.preprocess
 
-def recipe_of(training_args: dict) -> dict:
-    """The training arguments without the run options (machine paths, workers, device)."""
-    return {key: value for key, value in training_args.items() if key not in RUN_OPTIONS}
+
+def stored_recipe(data: dict, preprocess: PreprocessConfig | None = None) -> Recipe:
+    """The recipe a checkpoint or an artifact carries; an older flowerdemo's training arguments (with run
+    options and machine paths in them) are reduced to their recipe fields."""
+    try:
+        return Recipe.from_dict(data)
+    except (RecipeError, TypeError):
+        if preprocess is None:
+            raise
+        return Recipe.from_legacy_args(data, preprocess)
 
 
-def load_checkpoint_backbone(path: str | Path):
-    """(backbone, class_names, training_args, preprocess, raw checkpoint) from a trainer checkpoint."""
+def build_backbone(recipe: Recipe, num_classes: int, state: dict) -> nn.Module:
+    """The trained network, rebuilt scriptable (timm swaps in TorchScript-friendly layers) with its weights."""
     from .models import create_model
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own trainer's file
-    args = checkpoint["args"]
+    backbone = create_model(recipe.arch, num_classes, pretrained=False, scriptable=True)
+    backbone.load_state_dict(state)
+    return backbone.eval()
+
+
+def load_checkpoint_backbone(path: str | Path) -> tuple[nn.Module, list, Recipe, dict]:
+    """(backbone, class_names, recipe, raw checkpoint) from a trainer checkpoint (read with weights_only=True)."""
+    from .train import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
     class_names = list(checkpoint["class_names"])
-    preprocess = PreprocessConfig.from_dict(checkpoint["preprocess"])
-    backbone = create_model(args["arch"], len(class_names), pretrained=False, preprocess=preprocess)
-    backbone.load_state_dict(checkpoint["model"])
-    return backbone.eval(), class_names, args, preprocess, checkpoint
+    if "recipe" in checkpoint:
+        recipe = Recipe.from_dict(checkpoint["recipe"])
+    else:  # an older trainer's checkpoint: all arguments under "args", the preprocessing beside them
+        recipe = Recipe.from_legacy_args(checkpoint["args"], PreprocessConfig.from_dict(checkpoint["preprocess"]))
+    return build_backbone(recipe, len(class_names), checkpoint["model"]), class_names, recipe, checkpoint
 
 
 def source_from_checkpoint(path: str | Path) -> Source:
-    backbone, class_names, args, preprocess, checkpoint = load_checkpoint_backbone(path)
-    return Source(backbone, class_names, recipe_of(args), preprocess, checkpoint.get("epoch", -2) + 1,
-                  {"recalibrated": False})
+    backbone, class_names, recipe, checkpoint = load_checkpoint_backbone(path)
+    return Source(backbone, class_names, recipe, checkpoint.get("epoch", -2) + 1, {"recalibrated": False})
 
 
 def source_from_model(path: str | Path) -> Source:
@@ -164,25 +202,25 @@ def source_from_model(path: str | Path) -> Source:
     Read without ``load_artifact``'s checks on purpose: upgrading files those checks refuse is the point.
     """
     from .hub import parse_source, resolve_model_file
-    from .models import create_model
 
     file = resolve_model_file(parse_source(str(path)))
     extra = {METADATA_FILE: ""}
-    with quiet_torchscript():
-        module = torch.jit.load(file, map_location="cpu", _extra_files=extra)
+    try:
+        with quiet_torchscript():
+            module = torch.jit.load(file, map_location="cpu", _extra_files=extra)
+    except (RuntimeError, ValueError, OSError) as error:
+        raise ExportError(f"{file} is not a TorchScript model ({str(error).splitlines()[0][:200]})") from None
     try:
         meta = json.loads(extra[METADATA_FILE])
         class_names, args = list(meta["class_names"]), dict(meta["training_args"])
-        preprocess = PreprocessConfig.from_dict(meta["preprocess"])
-    except (ValueError, KeyError, TypeError) as error:
+        args.setdefault("arch", meta["arch"])
+        recipe = stored_recipe(args, PreprocessConfig.from_dict(meta["preprocess"]))
+    except (ValueError, KeyError, TypeError) as error:  # RecipeError and PreprocessConfigError are ValueErrors
         raise ExportError(f"{file} has no usable {METADATA_FILE} ({error}); export it from its checkpoint instead") from None
     state = {key.removeprefix("backbone."): value for key, value in module.state_dict().items()
              if key.startswith("backbone.")}
-    backbone = create_model(args.get("arch", meta.get("arch")), len(class_names), pretrained=False,
-                            preprocess=preprocess)
-    backbone.load_state_dict(state)
     metrics = meta.get("metrics") or {}
-    return Source(backbone.eval(), class_names, recipe_of(args), preprocess,
+    return Source(build_backbone(recipe, len(class_names), state), class_names, recipe,
                   int((metrics.get("val") or {}).get("epoch", -1)),
                   metrics.get("batchnorm") or {"recalibrated": False},
                   meta.get("test_time_augmentation", "none") == "hflip_mean")
@@ -200,8 +238,9 @@ def recalibrate_on_training_images(backbone: nn.Module, samples, preprocess: Pre
                                  keep=frozen_stem_and_stages(backbone, frozen_stages))
 
 
-def imagenet_class_info(arch: str) -> tuple[list[str], tuple]:
-    """(a short name per ImageNet class, the plant-like class indices), from timm's ImageNet metadata."""
+def imagenet_class_info() -> tuple[list[str], tuple]:
+    """(a short name per ImageNet-1k class, the plant-like class indices), from timm's ImageNet metadata
+    (every architecture's ImageNet view has an ImageNet-1k head: models.check_imagenet_head)."""
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
@@ -314,18 +353,26 @@ def measure_cost(scripted: torch.jit.ScriptModule, crop: int, runs: int = 20) ->
 # ------------------------------------------------------------------------------------------------ main
 
 
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Export trained weights as a self-describing model folder",
-                                     add_help=add_help)
+                                     add_help=add_help, prog=prog)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", default="runs/lite0/model_best.pth", help="a trainer checkpoint")
     source.add_argument("--from-model", default=None,
                         help="re-export the network of an earlier model (folder, model.pt or hf://...): the upgrade "
                              "path for models from an older flowerdemo; its BatchNorm statistics are kept")
     parser.add_argument("--output", default="weights", help="model folder to write (uploadable to the Hub as is)")
-    parser.add_argument("--data-path", default=str(DEFAULT_DATA_PATH))
-    parser.add_argument("--nonflowers-path", default=str(DEFAULT_NONFLOWER_PATH),
-                        help="everyday non-flower photos; even-numbered ones fit the verdict rule, odd ones are held out")
+    add_data_arguments(parser)
+    parser.add_argument("--nonflowers-path", required=True,
+                        help="a folder of everyday photos that are not flowers (a few hundred: pets, food, streets, "
+                             "rooms, leaves...); in file-name order, the even-numbered ones fit the 'not a flower' "
+                             "rule and the odd-numbered ones are held out to report on it")
+    parser.add_argument("--pretrained-file", default="",
+                        help="a local ImageNet weights file for the architecture (its 'not a flower' view), loaded "
+                             "through timm's pretrained loading; default: the Hugging Face cache or Hub")
+    parser.add_argument("--rename-classes", action="store_true",
+                        help="give the model the dataset's class names when they differ from the weights' own but "
+                             "count the same (e.g. torchvision's 'lotus' for 'lotus lotus'; label order must agree)")
     parser.add_argument("--knn-k", type=int, default=GateTargets.knn_k)
     parser.add_argument("--accept", type=float, default=GateTargets.accept,
                         help="the 'not a flower' threshold accepts at least this share of val flowers, always")
@@ -360,13 +407,20 @@ def load_source(args) -> Source:
     return source_from_checkpoint(args.checkpoint)
 
 
-def nonflower_split(path: str) -> tuple[list[str], list[str]]:
-    """(even-numbered photos: fit the rule, odd-numbered: held out for the report)."""
-    photos = list_images(path)
-    if len(photos) < 4:
-        raise ExportError(f"{path} holds {len(photos)} images; the 'not a flower' rule needs a folder of everyday "
-                          "non-flower photos (a few hundred; at least 4)")
-    return photos[0::2], photos[1::2]
+def resolve_class_names(weights: list, data: list, data_path: str, rename: bool) -> list:
+    """The names the model will carry: the weights' own, or the dataset's under ``--rename-classes``."""
+    if list(weights) == list(data):
+        return list(data)
+    renamed = [f"{old!r} -> {new!r}" for old, new in zip(weights, data) if old != new]
+    if len(weights) != len(data):
+        raise ExportError(f"the weights know {len(weights)} classes but {data_path} names {len(data)}; export with "
+                          "the data the model was trained on")
+    if not rename:
+        raise ExportError(f"{data_path} names {len(renamed)} of the {len(data)} classes differently "
+                          f"({', '.join(renamed[:5])}); pass --rename-classes to take the dataset's names (the label "
+                          "order must be the same), or export with the data the model was trained on")
+    print(f"renaming {len(renamed)} classes to the dataset's names: {', '.join(renamed)}")
+    return list(data)
 
 
 def main(args) -> dict:
@@ -376,25 +430,23 @@ def main(args) -> dict:
     output = Path(args.output)
     source = load_source(args)
     mirror_average = args.mirror_average if args.mirror_average is not None else source.mirror_average is not False
-    nonflower_fit, nonflower_holdout = nonflower_split(args.nonflowers_path)
+    nonflower_fit, nonflower_holdout = nonflower_photos(args.nonflowers_path)
     # The k-NN bank holds what the network trained on; calibration uses only val images it never trained on.
-    recipe = source.recipe
-    train_samples, val_samples, class_names = training_and_selection_samples(
-        args.data_path, recipe.get("train_split", "train"), recipe.get("val_split", "val"),
-        recipe.get("val_fraction_for_training", 0.0), args.limit_per_class)
-    if list(class_names) != list(source.class_names):
-        raise ExportError(f"the weights know {len(source.class_names)} classes but {args.data_path} names "
-                          f"{len(class_names)} (or other names); export with the data the model was trained on")
+    recipe, data = source.recipe, DataSource.from_args(args)
+    train_samples, val_samples, data_class_names = training_and_selection_samples(
+        data, recipe.train_split, recipe.val_split, recipe.val_fraction_for_training, args.limit_per_class)
+    class_names = resolve_class_names(source.class_names, data_class_names, args.data_path, args.rename_classes)
     batchnorm = source.batchnorm
     if args.recalibrate_bn and not args.from_model:
         batchnorm = {"recalibrated": True, "images": recalibrate_on_training_images(
-            source.backbone, train_samples, source.preprocess, recipe.get("freeze_stages", 0), args.workers)}
+            source.backbone, train_samples, source.preprocess, recipe.freeze_stages, args.workers)}
 
     from .models import create_imagenet_model
 
-    imagenet = round_to_storage_precision(create_imagenet_model(recipe["arch"], source.preprocess))
-    imagenet_names, plant_like = imagenet_class_info(recipe["arch"])
+    imagenet = round_to_storage_precision(create_imagenet_model(recipe.arch, source.preprocess, args.pretrained_file))
+    imagenet_names, plant_like = imagenet_class_info()
     plain = script_model(source.backbone, imagenet, mirror_average=mirror_average)
+    check_contract(plain, source.preprocess.crop)
     train_out = collect_outputs(plain, source.preprocess, train_samples, args.workers, "train bank", imagenet=False)
     val_out = collect_outputs(plain, source.preprocess, val_samples, args.workers, "val")
     fit_out = collect_outputs(plain, source.preprocess, nonflower_fit, args.workers, "non-flowers (fit)")
@@ -420,7 +472,7 @@ def main(args) -> dict:
     verify_saved(model_path, metadata)
 
     if args.test_split:
-        report = evaluate_split(str(model_path), args.data_path, args.test_split, nonflower_holdout,
+        report = evaluate_split(str(model_path), data, args.test_split, nonflower_holdout,
                                 args.workers, args.limit_per_class)
         metadata = replace(metadata, metrics=dict(metadata.metrics, **metrics_from_report(report)))
         metadata.metrics["cost"]["model_megabytes"] = round(model_path.stat().st_size / 1e6, 1)
@@ -437,9 +489,9 @@ def main(args) -> dict:
 def assemble_metadata(source: Source, class_names, temperature: float, gate: FlowerGate, imagenet_names,
                       sets: ConformalSets, mirror_average: bool, metrics: dict) -> ModelMetadata:
     return ModelMetadata(
-        class_names=tuple(class_names), preprocess=source.preprocess, arch=source.recipe["arch"],
+        class_names=tuple(class_names), preprocess=source.preprocess, arch=source.recipe.arch,
         temperature=temperature, gate=gate, imagenet_class_names=tuple(imagenet_names), prediction_sets=sets,
-        training_args=source.recipe, flowerdemo_version=__version__, metrics=metrics,
+        training_args=source.recipe.to_dict(), flowerdemo_version=__version__, metrics=metrics,
         test_time_augmentation="hflip_mean" if mirror_average else "none",
     )
 
@@ -458,8 +510,20 @@ def metrics_from_report(report: dict) -> dict:
             **{key: report[key] for key in keys if key in report}}
 
 
-if __name__ == "__main__":
+# What a user can fix from the command line: one line on stderr, never a traceback.
+USER_ERRORS = (ExportError, ModelLoadError, DatasetLayoutError, RecipeError, ArchitectureError, PretrainedWeightsError,
+               CheckpointError)
+
+
+def cli(argv=None, prog: str | None = None) -> int:
+    args = get_args_parser(prog=prog).parse_args(argv)
     try:
-        main(get_args_parser().parse_args())
-    except ExportError as error:
-        raise SystemExit(f"export: error: {error}") from None
+        main(args)
+    except USER_ERRORS as error:
+        print(f"export: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -12,13 +12,11 @@ def _percent(value) -> str:
 
 def _data_sentence(args: dict) -> str:
     fraction = float(args.get("val_fraction_for_training") or 0.0)
-    stage = (f"This is a second fine-tuning stage, started from `{args['init_from']}` (a first stage trained on "
-             "`train` only). " if args.get("init_from") else "")
     if fraction:
-        return (f"{stage}Trained on the 1,020 `train` images plus the first {fraction:.0%} of each class of `val` "
+        return (f"Trained on the 1,020 `train` images plus the first {fraction:.0%} of each class of `val` "
                 f"(in file order); model selection, the temperature and the OOD threshold use only the other "
                 f"{1 - fraction:.0%} of `val`, never trained on.")
-    return f"{stage}Trained on the 1,020 `train` images; model and epoch selected on the 1,020 `val` images."
+    return "Trained on the 1,020 `train` images; model and epoch selected on the 1,020 `val` images."
 
 
 def render_model_card(metadata: ModelMetadata) -> str:
@@ -46,7 +44,8 @@ tags:
 - torchscript
 - flowers
 - oxford-flowers-102
-- efficientnet-lite
+- timm
+- {metadata.arch.split(".")[0].replace("_", "-")}
 ---
 
 # flowerdemo: Oxford Flowers-102 classifier ({metadata.arch})
@@ -81,11 +80,11 @@ Resize the short side to {pre.resize} px ({pre.interpolation}, on the PIL image)
 
 ## Training data and recipe
 Oxford Flowers-102 (Nilsback & Zisserman, 2008), official split. {_data_sentence(args)} Reported on the 6,149
-`test` images, which played no part in training, selection, calibration or thresholds. Fine-tuned from TF
-EfficientNet-Lite ImageNet weights: {args.get('epochs', '?')} epochs, SGD (nesterov, lr {args.get('lr', '?')}, head x{args.get('head_lr_scale', '?')}),
+`test` images, which played no part in training, selection, calibration or thresholds. Fine-tuned from
+`{metadata.arch}`'s ImageNet weights: {args.get('epochs', '?')} epochs, SGD (nesterov, lr {args.get('lr', '?')}, head x{args.get('head_lr_scale', '?')}),
 cosine schedule, label smoothing {args.get('label_smoothing', '?')}, train crop {args.get('train_crop', '?')} px,
-{args.get('augment', '?')} augmentation{_mix_phrase(args)}, {_frozen_phrase(args)} frozen{_ema_phrase(args)}. Full arguments are in
-`flowerdemo.json` (`training_args`).{_batchnorm_sentence(metrics)}
+{args.get('augment', '?')} augmentation{_mix_phrase(args)}, {_frozen_phrase(args)} frozen{_ema_phrase(args)}{_balance_phrase(args)}.
+The full recipe is in `flowerdemo.json` (`training_args`).{_batchnorm_sentence(metrics)}
 
 ## Metrics
 | metric | value |
@@ -204,6 +203,11 @@ def _batchnorm_sentence(metrics: dict) -> str:
     return (f"\nAfter training, the BatchNorm statistics of the trained layers were recomputed on the "
             f"{batchnorm['images']:,} training images at the eval transform (training saw smaller, augmented crops); "
             "the weights are as trained.")
+
+
+def _balance_phrase(args: dict) -> str:
+    balance = args.get("class_balance", "none")
+    return {"sampler": ", classes drawn equally often", "loss": ", a class-balanced loss"}.get(balance, "")
 
 
 def _ema_phrase(args: dict) -> str:

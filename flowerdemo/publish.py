@@ -75,8 +75,9 @@ def publish(folder: str | Path, repo_id: str, token: str | None = None, private:
                            "check the network or HF_ENDPOINT and try again") from None
 
 
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Publish a model folder to the Hugging Face Hub", add_help=add_help)
+def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Publish a model folder to the Hugging Face Hub", add_help=add_help,
+                                     prog=prog)
     parser.add_argument("--folder", default="weights", help="model folder written by flowerdemo.export")
     parser.add_argument("--repo", required=True, help="owner/name of the Hub model repo")
     parser.add_argument("--token", default=None, help="default: HF_TOKEN or the token saved by `hf auth login`")
@@ -96,5 +97,9 @@ def main(args) -> int:
     return 0
 
 
+def cli(argv=None, prog: str | None = None) -> int:
+    return main(get_args_parser(prog=prog).parse_args(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(cli())

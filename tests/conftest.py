@@ -6,8 +6,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -90,3 +92,25 @@ def classifier(tiny_model_dir):
     from flowerdemo.predict import FlowerClassifier
 
     return FlowerClassifier.load(str(tiny_model_dir))
+
+
+CLASSES = ("daisy", "rose", "tulip")  # the tiny ImageFolder tree's classes
+COLOURS = {"daisy": (250, 250, 240), "rose": (200, 20, 40), "tulip": (250, 200, 30)}
+
+
+def write_image_tree(root: Path, counts=(("train", 4), ("val", 2), ("test", 2))) -> Path:
+    """A tiny ImageFolder tree (root/<split>/<class>/N.jpg: one colour per class, plus noise) and root/nonflowers/."""
+    rng = np.random.default_rng(0)
+    for split, count in counts:
+        for name in CLASSES:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                noise = rng.integers(-40, 40, size=(80, 96, 3))
+                pixels = np.clip(np.array(COLOURS[name]) + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}.jpg", quality=90)
+    others = root / "nonflowers"
+    others.mkdir()
+    for index in range(4):
+        Image.fromarray(rng.integers(0, 255, size=(70, 90, 3), dtype=np.uint8)).save(others / f"{index}.jpg")
+    return root

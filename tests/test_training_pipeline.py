@@ -5,45 +5,25 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from flowerdemo import evaluate, export, train
 from flowerdemo.artifact import load_artifact
-from flowerdemo.data import ImageListDataset, load_split
+from flowerdemo.data import DataSource, ImageListDataset, load_split
 from flowerdemo.predict import FlowerClassifier
 from flowerdemo.preprocess import eval_transform
 
-CLASSES = ("daisy", "rose", "tulip")
-COLOURS = {"daisy": (250, 250, 240), "rose": (200, 20, 40), "tulip": (250, 200, 30)}
-
-
-def _write_tree(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 4), ("val", 2), ("test", 2)):
-        for name in CLASSES:
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for index in range(count):
-                noise = rng.integers(-40, 40, size=(80, 96, 3))
-                pixels = np.clip(np.array(COLOURS[name]) + noise, 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{index}.jpg", quality=90)
-    others = root / "nonflowers"
-    others.mkdir()
-    for index in range(4):
-        Image.fromarray(rng.integers(0, 255, size=(70, 90, 3), dtype=np.uint8)).save(others / f"{index}.jpg")
-    return root
+from conftest import CLASSES, write_image_tree
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = _write_tree(tmp_path_factory.mktemp("data"))
+    root = write_image_tree(tmp_path_factory.mktemp("data"))
     out = tmp_path_factory.mktemp("run")
     args = train.get_args_parser().parse_args([
-        "--data-path", str(root), "--output-dir", str(out), "--epochs", "1", "--batch-size", "4",
-        "--train-crop", "64", "--workers", "0", "--eval-every", "1", "--seed", "1",
+        "--dataset", "imagefolder", "--data-path", str(root), "--output-dir", str(out), "--epochs", "1",
+        "--batch-size", "4", "--train-crop", "64", "--workers", "0", "--eval-every", "1", "--seed", "1",
     ])
     best = train.main(args)
     return root, out, args, best
@@ -54,16 +34,18 @@ def test_trainer_writes_checkpoints_log_and_args(trained):
     assert (out / "checkpoint.pth").is_file() and (out / "model_best.pth").is_file()
     log = (out / "log.csv").read_text().splitlines()
     assert log[0].startswith("epoch,lr,train_loss") and len(log) == 2
-    checkpoint = torch.load(out / "checkpoint.pth", weights_only=False)
-    assert checkpoint["args"]["seed"] == 1 and checkpoint["class_names"] == list(CLASSES)
+    checkpoint = torch.load(out / "checkpoint.pth", weights_only=True)  # plain types only: no pickled code
+    assert checkpoint["recipe"]["seed"] == 1 and checkpoint["class_names"] == list(CLASSES)
+    assert checkpoint["recipe"]["preprocess"]["crop"] == 224 and checkpoint["recipe"]["world_size"] == 1
     assert 0.0 <= best["val_top1"] <= 1.0
 
 
 def test_resume_continues_from_the_next_epoch(trained, capsys):
     root, out, args, _ = trained
     resumed = train.get_args_parser().parse_args([
-        "--data-path", str(root), "--output-dir", str(out), "--epochs", "2", "--batch-size", "4",
-        "--train-crop", "64", "--workers", "0", "--resume", str(out / "checkpoint.pth"),
+        "--dataset", "imagefolder", "--data-path", str(root), "--output-dir", str(out), "--epochs", "2",
+        "--batch-size", "4", "--train-crop", "64", "--workers", "0", "--seed", "1",
+        "--resume", str(out / "checkpoint.pth"),
     ])
     train.main(resumed)
     assert "resumed from" in capsys.readouterr().out
@@ -75,11 +57,12 @@ def test_weight_ema_is_what_gets_validated_saved_and_resumed(trained, tmp_path, 
 
     def run(epochs: int, *extra: str) -> dict:
         return train.main(train.get_args_parser().parse_args([
-            "--data-path", str(root), "--output-dir", str(tmp_path), "--epochs", str(epochs), "--batch-size", "4",
+            "--dataset", "imagefolder", "--data-path", str(root), "--output-dir", str(tmp_path), "--epochs", str(epochs),
+            "--batch-size", "4",
             "--train-crop", "64", "--workers", "0", "--eval-every", "1", "--model-ema-decay", "0.9", *extra]))
 
     run(1)
-    checkpoint = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
+    checkpoint = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
     shipped, raw = checkpoint["model"], checkpoint["raw_model"]
     changed = [key for key in raw if raw[key].is_floating_point() and not torch.equal(raw[key], shipped[key])]
     assert changed, "the averaged weights must differ from the raw ones after a few steps"
@@ -127,7 +110,8 @@ def test_mixing_is_off_by_default_and_bad_settings_name_the_rule():
 def test_trainer_runs_with_cutmix_and_mixup(trained, tmp_path):
     root, _, _, _ = trained
     best = train.main(train.get_args_parser().parse_args([
-        "--data-path", str(root), "--output-dir", str(tmp_path), "--epochs", "1", "--batch-size", "4",
+        "--dataset", "imagefolder", "--data-path", str(root), "--output-dir", str(tmp_path), "--epochs", "1",
+        "--batch-size", "4",
         "--train-crop", "64", "--workers", "0", "--seed", "1", "--cutmix-alpha", "1.0", "--mixup-alpha", "0.2",
     ]))
     assert 0.0 <= best["val_top1"] <= 1.0 and math.isfinite(best["train_loss"])
@@ -165,7 +149,8 @@ def exported(trained, tmp_path_factory):
     root, out, _, _ = trained
     folder = tmp_path_factory.mktemp("model")
     args = export.get_args_parser().parse_args([
-        "--checkpoint", str(out / "model_best.pth"), "--output", str(folder), "--data-path", str(root),
+        "--checkpoint", str(out / "model_best.pth"), "--output", str(folder), "--dataset", "imagefolder",
+        "--data-path", str(root),
         "--nonflowers-path", str(root / "nonflowers"), "--workers", "0", "--knn-k", "2", "--accept", "0.9",
     ])
     export.main(args)
@@ -210,7 +195,7 @@ def test_metadata_round_trips_and_is_enough_to_use_the_model(exported):
 def test_export_recalibrates_only_the_batchnorm_statistics_of_trained_layers(trained, exported):
     _, out, _, _ = trained
     _, folder = exported
-    shipped = torch.load(out / "model_best.pth", map_location="cpu", weights_only=False)["model"]
+    shipped = torch.load(out / "model_best.pth", map_location="cpu", weights_only=True)["model"]
     exported_state = {name.removeprefix("backbone."): value
                       for name, value in torch.jit.load(str(folder / "model.pt")).state_dict().items()}
     assert torch.equal(exported_state["bn1.running_mean"], shipped["bn1.running_mean"])  # frozen stem: ImageNet's
@@ -246,7 +231,7 @@ def test_mirror_averaged_network_is_the_mean_of_both_views(trained):
 def test_trainer_eval_path_and_app_path_give_identical_tensors(exported):
     root, folder = exported
     classifier = FlowerClassifier.load(str(folder))
-    samples, _ = load_split(root, "val")
+    samples, _ = load_split(DataSource("imagefolder", str(root)), "val")
     dataset = ImageListDataset(samples, eval_transform(classifier.metadata.preprocess))
     for index in range(2):
         trainer_tensor, _ = dataset[index]
@@ -257,7 +242,8 @@ def test_evaluator_reports_on_a_tiny_split(exported, tmp_path, capsys):
     root, folder = exported
     output = tmp_path / "report.json"
     args = evaluate.get_args_parser().parse_args([
-        "--model", str(folder), "--split", "test", "--data-path", str(root), "--nonflowers-path",
+        "--model", str(folder), "--split", "test", "--dataset", "imagefolder", "--data-path", str(root),
+        "--nonflowers-path",
         str(root / "nonflowers"), "--nonflowers-subset", "all", "--output-json", str(output), "--workers", "0",
         "--plots-dir", str(tmp_path / "plots"),  # not there yet: the evaluator creates it
     ])
@@ -299,7 +285,7 @@ def test_reexport_from_an_older_model_keeps_its_network(exported, tmp_path):
 
     upgraded = tmp_path / "new"
     export.main(export.get_args_parser().parse_args([
-        "--from-model", str(old_folder), "--output", str(upgraded), "--data-path", str(root),
+        "--from-model", str(old_folder), "--output", str(upgraded), "--dataset", "imagefolder", "--data-path", str(root),
         "--nonflowers-path", str(root / "nonflowers"), "--workers", "0", "--knn-k", "2", "--test-split", "",
     ]))
     new_module, metadata = load_artifact(upgraded / "model.pt")
@@ -310,3 +296,41 @@ def test_reexport_from_an_older_model_keeps_its_network(exported, tmp_path):
     for name, value in old_state.items():
         if name.startswith("backbone."):
             assert torch.equal(new_state[name], value), name
+
+
+def test_resume_refuses_a_different_recipe_and_names_the_flags(trained, capsys):
+    root, out, _, _ = trained
+    common = ["--dataset", "imagefolder", "--data-path", str(root), "--output-dir", str(out), "--batch-size", "4",
+              "--train-crop", "64", "--workers", "0", "--seed", "1", "--resume", str(out / "checkpoint.pth")]
+    assert train.cli(common + ["--epochs", "3", "--lr", "0.5", "--augment", "none"]) == 2
+    error = capsys.readouterr().err
+    assert "--lr: 0.02 in the checkpoint, 0.5 now" in error and "--augment: 'trivialaugment'" in error
+    assert "only --epochs may grow" in error and "--epochs" not in error.split("(")[1].split(")")[0]
+    assert train.cli(common + ["--epochs", "1"]) == 2
+    assert "--epochs may grow on resume, not shrink" in capsys.readouterr().err
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def test_published_metadata_and_model_card_name_no_machine_paths(trained, exported):
+    _, out, _, _ = trained
+    root, folder = exported
+    extra = {"flowerdemo.json": ""}
+    torch.jit.load(str(folder / "model.pt"), _extra_files=extra)
+    texts = list(_strings(json.loads(extra["flowerdemo.json"])))
+    texts += [(folder / "README.md").read_text(), (folder / "metrics.json").read_text()]
+    for text in texts:
+        for place in (str(root), str(out), str(folder), str(Path.home()), "/tmp"):
+            assert place not in text, (place, text[:200])
+    recipe_strings = list(_strings(json.loads(extra["flowerdemo.json"])["training_args"]))
+    assert not any(s.startswith("/") for s in recipe_strings)

@@ -360,6 +360,15 @@ def test_reference_thumbnails_cover_every_class_and_stay_small():
     assert ui.reference_items(["no such flower"]) == []
 
 
+def test_reference_thumbnails_are_keyed_by_torchvisions_class_names():
+    """Models exported from --dataset flowers102 carry torchvision's names; every one finds its photo."""
+    from torchvision.datasets import Flowers102
+
+    index = ui.reference_index()
+    assert list(index) == list(Flowers102.classes)
+    assert Path(index["lotus"]).name == "077.jpg" and Path(index["pink-yellow dahlia?"]).name == "059.jpg"
+
+
 def test_examples_are_small_readable_and_include_non_flowers():
     from flowerdemo.preprocess import load_image
 
