@@ -295,13 +295,9 @@ USER_ERRORS = (EvaluationError, DatasetLayoutError, ModelLoadError)
 
 
 def cli(argv=None, prog: str | None = None) -> int:
-    args = get_args_parser(prog=prog).parse_args(argv)
-    try:
-        main(args)
-    except USER_ERRORS as error:
-        print(f"evaluate: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    from .cli import run_step
+
+    return run_step("evaluate", get_args_parser(prog=prog), main, USER_ERRORS, argv)
 
 
 if __name__ == "__main__":
