@@ -54,18 +54,17 @@ class DataSource:
         return cls(args.dataset, str(args.data_path), bool(getattr(args, "download", False)))
 
 
-def add_data_arguments(parser, download: bool = True) -> None:
-    """--dataset, --data-path (and --download): the same three options for the trainer, exporter and evaluator."""
+def add_data_arguments(parser) -> None:
+    """--dataset, --data-path and --download: the same three options for the trainer, exporter and evaluator."""
     parser.add_argument("--dataset", default=DEFAULT_DATASET, choices=DATASETS,
                         help="flowers102: torchvision's official Flowers-102 under DATA_PATH/flowers-102/ (jpg/, "
                              "imagelabels.mat, setid.mat); imagefolder: DATA_PATH/<split>/<class>/*.jpg; csv: "
                              "labels.csv (filename,label,split), classes.json and images/ (default: %(default)s)")
     parser.add_argument("--data-path", default=DEFAULT_DATA_PATH,
                         help="the dataset's root folder (default: %(default)s)")
-    if download:
-        parser.add_argument("--download", action="store_true",
-                            help="with --dataset flowers102: let torchvision download it into DATA_PATH/flowers-102/ "
-                                 "(about 330 MB, MD5-checked) if it is not there yet")
+    parser.add_argument("--download", action="store_true",
+                        help="with --dataset flowers102: let torchvision download it into DATA_PATH/flowers-102/ "
+                             "(about 330 MB, MD5-checked) if it is not there yet")
 
 
 @dataclass(frozen=True)
