@@ -153,6 +153,18 @@ def test_overlay_contract():
         overlay(image, heatmap[None], 0.5)
 
 
+def test_colorize_is_within_one_level_of_the_exact_ramp():
+    from flowerdemo.gradcam import _RAMP
+
+    values = np.linspace(0.0, 1.0, 10_001)
+    stops = np.linspace(0.0, 1.0, len(_RAMP))
+    exact = np.stack([np.interp(values, stops, _RAMP[:, c]) for c in range(3)], axis=-1) * 255
+    colours = colorize(values[None])[0].astype(np.float64)
+    assert np.abs(colours - exact).max() <= 1.0
+    assert colours[0].tolist() == (_RAMP[0] * 255).round().tolist()
+    assert colours[-1].tolist() == (_RAMP[-1] * 255).round().tolist()
+
+
 def _distance_to_ramp(pixels: np.ndarray) -> np.ndarray:
     """Per pixel [N, 3], the distance (in 0-255 levels) to the nearest colour of the ramp, sampled finely."""
     ramp = colorize(np.linspace(0.0, 1.0, 2001)[None, :])[0].astype(np.float64)
