@@ -51,10 +51,13 @@ class UnsupportedBackbone(ValueError):
 
 @dataclass
 class SplitNetwork:
-    """The species network cut at the last 14 x 14 stage, so Grad-CAM can be taken there too."""
+    """The species network cut after its last 14 x 14 stage, so Grad-CAM can be taken there too. A network that
+    averages each photo with its mirror image is cut in both views: its 14 x 14 map is the photo's map plus the
+    mirror's map flipped back, as its 7 x 7 ``features`` are."""
 
     module: torch.jit.ScriptModule
     cut: int  # blocks[:cut] give the 14 x 14 map
+    mirror: bool
 
     @classmethod
     def of(cls, module, crop: int) -> "SplitNetwork":
@@ -62,9 +65,6 @@ class SplitNetwork:
         parts = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
         if backbone is None or not all(hasattr(backbone, name) for name in parts):
             raise UnsupportedBackbone(f"the finer map needs a backbone with {', '.join(parts)}")
-        if getattr(module, "mirror_average", False):
-            raise UnsupportedBackbone("this model averages each photo with its mirror image; measure a model "
-                                      "exported with --no-mirror-average (the maps would not match its features)")
         blocks = [block for _, block in backbone.blocks.named_children()]
         with torch.no_grad():
             h = backbone.bn1(backbone.conv_stem(torch.zeros(1, 3, crop, crop)))
@@ -72,9 +72,23 @@ class SplitNetwork:
             for block in blocks:
                 h = block(h)
                 sizes.append(h.shape[-1])
-        last = sizes[-1]
-        cut = max(i + 1 for i, size in enumerate(sizes) if size == 2 * last)
-        return cls(module, cut)
+        if 2 * sizes[-1] not in sizes:
+            raise UnsupportedBackbone(f"no stage at twice the last map's resolution (stage sizes {sizes})")
+        cut = max(i + 1 for i, size in enumerate(sizes) if size == 2 * sizes[-1])
+        network = cls(module, cut, bool(getattr(module, "mirror_average", False)))
+        network.check(crop)
+        return network
+
+    def check(self, crop: int) -> None:
+        """The cut network must give the model's own logits, or the finer maps would explain another model."""
+        x = torch.randn(1, 3, crop, crop, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            expected = self.module.head(self.module.features(x))
+            got = self.logits(*self.early_views(x))
+        if not torch.allclose(got, expected, atol=1e-3, rtol=1e-3):
+            raise UnsupportedBackbone(f"cutting the network changed its logits (max difference "
+                                      f"{(got - expected).abs().max():.2e}); its features() is not the plain "
+                                      f"backbone{' with a mirror average' if self.mirror else ''}")
 
     def blocks(self):
         return [block for _, block in self.module.backbone.blocks.named_children()]
@@ -86,18 +100,36 @@ class SplitNetwork:
             h = block(h)
         return h
 
+    def early_views(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The 14 x 14 map of the photo (and of its mirror image, for a mirror-averaging network)."""
+        return [self.early(x)] + ([self.early(x.flip(3))] if self.mirror else [])
+
     def late(self, h: torch.Tensor) -> torch.Tensor:
-        """The 14 x 14 map -> the species logits."""
         backbone = self.module.backbone
         for block in self.blocks()[self.cut:]:
             h = block(h)
-        return self.module.head(backbone.bn2(backbone.conv_head(h)))
+        return backbone.bn2(backbone.conv_head(h))
+
+    def logits(self, *views: torch.Tensor) -> torch.Tensor:
+        if not self.mirror:
+            return self.module.head(self.late(views[0]))
+        plain, mirrored = views
+        return self.module.head(0.5 * (self.late(plain) + self.late(mirrored).flip(3)))
 
 
 def gradcam14(network: SplitNetwork, image: torch.Tensor, class_index: int) -> np.ndarray:
+    """Grad-CAM at the 14 x 14 stage: per view, the gradient-weighted sum of its channels; the mirror view's map
+    flipped back and added; then ReLU and scaling, as :func:`flowerdemo.gradcam.gradcam_maps` does at 7 x 7."""
     with torch.no_grad():
-        early = network.early(image)
-    return gradcam_maps(network.late, early, [class_index])[0]
+        views = [view.detach().requires_grad_(True) for view in network.early_views(image)]
+    with torch.enable_grad():
+        logit = network.logits(*views)[0, class_index]
+        gradients = torch.autograd.grad(logit, views)
+    total = 0
+    for index, (view, gradient) in enumerate(zip(views, gradients)):
+        weighted = (gradient[0].mean(dim=(1, 2))[:, None, None] * view[0].detach()).sum(dim=0)
+        total = total + (weighted.flip(1) if index == 1 else weighted)
+    return normalize_map(torch.relu(total).numpy())
 
 
 def resize_map(heatmap: np.ndarray, size: int) -> np.ndarray:

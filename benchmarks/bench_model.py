@@ -3,6 +3,7 @@
     python benchmarks/bench_model.py                      # bundled weights/model.pt, 50 runs
     python benchmarks/bench_model.py --runs 100 --image examples/rose.jpg --model hf://owner/repo@rev
     python benchmarks/bench_model.py --no-ood             # also time predict() with the OOD rule removed
+    python benchmarks/bench_model.py --batch-sizes 1 2 4 8 --threads 1   # per-photo forward cost by batch size
 
 Numbers are wall-clock times of one call at batch 1 (medians over ``--runs`` after ``--warmup`` calls); they are
 as noisy as the machine is busy, so compare medians taken on the same machine in the same conditions.
@@ -65,6 +66,25 @@ def fmt(times: list[float]) -> str:
             f"min {min(times) * 1e3:8.2f} ms")
 
 
+def print_batch_scaling(classifier, crop: int, sizes, runs: int, warmup: int) -> None:
+    """Forward time per photo at each batch size, relative to batch 1."""
+    per_photo = {}
+    for size in sizes:
+        batch = torch.randn(size, 3, crop, crop)
+
+        def forward():
+            with torch.inference_mode():
+                classifier.module(batch)
+                if classifier.metadata.gate is not None:
+                    classifier.module.imagenet_logits(batch)
+
+        per_photo[size] = statistics.median(time_calls(forward, runs, warmup)) / size
+    base = per_photo.get(1)
+    for size, seconds in per_photo.items():
+        ratio = f"   x{seconds / base:.2f} of batch 1" if base else ""
+        print(f"forward per photo at batch {size:<3}      median {seconds * 1e3:8.2f} ms{ratio}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50, help="timed calls per measurement (default 50)")
@@ -76,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ood", action="store_true",
                         help="also time predict() with the model's verdict rule (ImageNet view + k-NN) removed, to "
                              "show its cost")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, metavar="N",
+                        help="also time the forward pass (species network + ImageNet view) per photo at these batch "
+                             "sizes: what batching requests together (Gradio's batch=True) could save")
     args = parser.parse_args(argv)
+    if args.batch_sizes and min(args.batch_sizes) < 1:
+        parser.error("--batch-sizes must be >= 1")
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be >= 1 and --warmup >= 0")
     if args.threads:
@@ -148,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"predict without OOD (interleaved)   {fmt(timed[False])}")
             print(f"  OOD cost: median {with_med * 1e3:.2f} ms with vs {without_med * 1e3:.2f} ms without, "
                   f"ratio {with_med / without_med:.3f}; median paired difference {statistics.median(diffs) * 1e3:+.2f} ms")
+
+    if args.batch_sizes:
+        print_batch_scaling(classifier, crop, args.batch_sizes, max(5, args.runs // 4), args.warmup)
 
     explain_times = time_calls(lambda: classifier.explain(image, top_k=5, cam_classes=3), args.runs, args.warmup)
     print(f"explain (predict + top-3 Grad-CAM)  {fmt(explain_times)}")
