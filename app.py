@@ -9,6 +9,9 @@ from flowerdemo.ui import build_demo, launch_kwargs, preload_in_background
 demo = build_demo()
 
 if __name__ == "__main__":
-    # Load the model while the server starts, so the first visitor does not wait for it (import stays cheap).
+    # Serve the page first, then load the model in the background: loading it while the server started (same
+    # 2 cores, same interpreter lock) delayed the first page by seconds. A request that comes before the model
+    # is ready waits for it; the page's own model panel says "Loading the model…" meanwhile.
+    demo.launch(prevent_thread_lock=True, **launch_kwargs())
     preload_in_background(demo.flowerdemo_model)
-    demo.launch(**launch_kwargs())
+    demo.block_thread()

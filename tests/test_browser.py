@@ -140,6 +140,16 @@ def test_upload_shows_label_gradcam_and_references(browser, served, tmp_path):
     number.press("Enter")
     expect(first_cam).not_to_have_attribute("src", strong or "", timeout=TIMEOUT_MS)
     number.blur()
+
+    # A photo the model cannot pin down to one species: "One of: ..." and a fourth map, "why A, not B".
+    # (It is also the screenshot: it shows the set, the four maps and the references at once.)
+    before = classifier.calls
+    page.locator("#fd-image input[type=file]").set_input_files(str(EXAMPLES / "water_lily.jpg"))
+    expect(page.locator("#fd-verdict h3")).to_contain_text("One of:", timeout=TIMEOUT_MS)
+    _wait_for_result(page, cams=4)
+    _ran_once(page, classifier, before)
+    expect(page.locator("#fd-cams figcaption").last).to_contain_text("Why ")
+    expect(page.locator("#fd-cams figcaption").last).to_contain_text(", not ")
     _wait_for_images(page)
     update = os.environ.get("FLOWERDEMO_UPDATE_SCREENSHOT") == "1"
     target = ROOT / "docs" / "screenshot.png" if update else tmp_path / "screenshot.png"
