@@ -85,6 +85,22 @@ def print_batch_scaling(classifier, crop: int, sizes, runs: int, warmup: int) ->
         print(f"forward per photo at batch {size:<3}      median {seconds * 1e3:8.2f} ms{ratio}")
 
 
+def print_parallel_views(classifier, image: str, runs: int, warmup: int) -> None:
+    """explain() with the ImageNet view beside the species network, and after it, in interleaved pairs."""
+    timed = {True: [], False: []}
+    for run in range(warmup + runs):
+        for parallel in ((True, False) if run % 2 == 0 else (False, True)):
+            classifier.parallel_views = parallel
+            start = time.perf_counter()
+            classifier.explain(image, top_k=5, cam_classes=3)
+            if run >= warmup:
+                timed[parallel].append(time.perf_counter() - start)
+    classifier.parallel_views = None
+    print(f"explain, views in parallel (interl.) {fmt(timed[True])}")
+    print(f"explain, one after the other         {fmt(timed[False])}   ratio "
+          f"{statistics.median(timed[True]) / statistics.median(timed[False]):.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50, help="timed calls per measurement (default 50)")
@@ -96,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ood", action="store_true",
                         help="also time predict() with the model's verdict rule (ImageNet view + k-NN) removed, to "
                              "show its cost")
+    parser.add_argument("--parallel-views", action="store_true",
+                        help="also time explain() with the ImageNet view on a second thread and without "
+                             "(interleaved); it matters with --threads 1, the app's setting on 2 cores")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, metavar="N",
                         help="also time the forward pass (species network + ImageNet view) per photo at these batch "
                              "sizes: what batching requests together (Gradio's batch=True) could save")
@@ -178,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         print_batch_scaling(classifier, crop, args.batch_sizes, max(5, args.runs // 4), args.warmup)
 
     explain_times = time_calls(lambda: classifier.explain(image, top_k=5, cam_classes=3), args.runs, args.warmup)
-    print(f"explain (predict + top-3 Grad-CAM)  {fmt(explain_times)}")
+    print(f"explain (predict + top-3 Grad-CAM)  {fmt(explain_times)}   "
+          f"(ImageNet view on a second thread: {classifier._use_parallel_views()})")
+    if args.parallel_views and meta.gate is not None:
+        print_parallel_views(classifier, image, args.runs, args.warmup)
     return 0
 
 

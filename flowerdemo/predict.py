@@ -5,6 +5,9 @@ Everything here is UI-free; the Gradio app and the CLI are thin adapters around 
 """
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -87,7 +90,10 @@ def optimized_for_inference(module: torch.jit.ScriptModule) -> torch.jit.ScriptM
 
 class FlowerClassifier:
     def __init__(self, module: torch.jit.ScriptModule, metadata: ModelMetadata, source: str = "",
-                 optimize: bool = True):
+                 optimize: bool = True, parallel_views: bool | None = None):
+        """``parallel_views``: run the ImageNet view on a second thread beside the species network when no other
+        request is running. None (the default) does so when torch uses fewer threads than there are cores, as the
+        app does (one per request)."""
         self.metadata = metadata
         self.source = source
         self.transform = eval_transform(metadata.preprocess)
@@ -101,13 +107,18 @@ class FlowerClassifier:
                                  "re-export it with flowerdemo.export")
         # After reading the bank: freezing inlines buffers as constants.
         self.module = optimized_for_inference(module) if optimize else module
+        self.parallel_views = parallel_views
+        self._view_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._running = 0  # requests inside _networks right now
 
     @classmethod
-    def load(cls, source: str | None = None, revision: str | None = None, sha256: str | None = None) -> "FlowerClassifier":
+    def load(cls, source: str | None = None, revision: str | None = None, sha256: str | None = None,
+             parallel_views: bool | None = None) -> "FlowerClassifier":
         """Load from a local path, ``hf://owner/repo@rev``, ``owner/repo``, ``FLOWERDEMO_MODEL`` or the bundled model."""
         parsed: ModelSource = parse_source(source, revision)
         module, metadata = load_artifact(resolve_model_file(parsed, sha256))
-        return cls(module, metadata, parsed.describe())
+        return cls(module, metadata, parsed.describe(), parallel_views=parallel_views)
 
     @property
     def class_names(self) -> tuple:
@@ -122,16 +133,55 @@ class FlowerClassifier:
     @torch.inference_mode()
     def predict_batch(self, images: Sequence[ImageSource], top_k: int = 5) -> list[Prediction]:
         batch = torch.stack([self.preprocess(image) for image in images])
-        features = self.module.features(batch)
-        return self._predictions(batch, features, self.module.head(features), top_k)
+        features, imagenet = self._networks(batch)
+        return self._predictions(features, self.module.head(features), imagenet, top_k)
+
+    def _networks(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(species feature map, ImageNet view's logits or None when the model has no verdict rule).
+
+        The two networks do not depend on each other. With one torch thread per request (the app's setting on
+        2 cores), a request that runs alone hands the ImageNet view to a second thread and so uses both cores
+        (``benchmarks/bench_model.py --threads 1 --parallel-views``). While another request is in its forward
+        passes, both cores are busy already and the second thread only slowed the server down
+        (``benchmarks/load_test.py``), so then the two run one after the other.
+        """
+        if self.metadata.gate is None:
+            return self.module.features(batch), None
+        with self._pool_lock:
+            self._running += 1
+            alone = self._running == 1
+        try:
+            if not (alone and self._use_parallel_views()):
+                return self.module.features(batch), self.module.imagenet_logits(batch)
+            imagenet = self._pool().submit(self._imagenet_logits, batch)
+            features = self.module.features(batch)
+            return features, imagenet.result()
+        finally:
+            with self._pool_lock:
+                self._running -= 1
+
+    def _imagenet_logits(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():  # thread-local: the worker thread needs its own
+            return self.module.imagenet_logits(batch)
+
+    def _use_parallel_views(self) -> bool:
+        if self.parallel_views is not None:
+            return self.parallel_views
+        return torch.get_num_threads() < (os.cpu_count() or 1)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._view_pool is None:
+                self._view_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowerdemo-imagenet-view")
+            return self._view_pool
 
     def explain(self, image: ImageSource, top_k: int = 5, cam_classes: int = 3) -> Explanation:
         """Prediction plus Grad-CAM heatmaps for the ``cam_classes`` most likely classes."""
         picture = load_image(image)
         with torch.inference_mode():
             batch = self.transform(picture).unsqueeze(0)
-            features = self.module.features(batch)
-            prediction = self._predictions(batch, features, self.module.head(features), top_k)[0]
+            features, imagenet = self._networks(batch)
+            prediction = self._predictions(features, self.module.head(features), imagenet, top_k)[0]
         # Gradients are needed only through the small head, so the feature map is computed once, gradient-free.
         heatmaps = gradcam_maps(self.module.head, features.clone(), prediction.class_indices[:cam_classes])
         contrast, pair = None, None
@@ -141,18 +191,17 @@ class FlowerClassifier:
             pair = (prediction.top_k[0][0], prediction.top_k[1][0])
         return Explanation(prediction, self.view_transform(picture), heatmaps, contrast, pair)
 
-    def _predictions(self, batch: torch.Tensor, features: torch.Tensor, logits: torch.Tensor,
+    def _predictions(self, features: torch.Tensor, logits: torch.Tensor, imagenet: torch.Tensor | None,
                      top_k: int) -> list[Prediction]:
         if not 1 <= top_k:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         meta = self.metadata
         probabilities = torch.softmax(logits.float() / meta.temperature, dim=1)
         values, indices = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
-        count = len(batch)
+        count = len(logits)
         verdicts, looks_like, combined = [None] * count, [None] * count, [None] * count
         if meta.gate is not None:
-            scores = meta.gate.scores(self.module.imagenet_logits(batch).numpy(), pooled_embedding(features),
-                                      self.ood_bank)
+            scores = meta.gate.scores(imagenet.numpy(), pooled_embedding(features), self.ood_bank)
             verdicts = meta.gate.verdicts(scores)
             looks_like = [meta.imagenet_class_names[i] if v == "not_a_flower" else None
                           for i, v in zip(scores.imagenet_top, verdicts)]

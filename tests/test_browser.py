@@ -1,7 +1,7 @@
 """End-to-end: the real app in headless Chromium (Playwright, sync API).
 
 Needs ``pip install playwright`` and Debian's ``/usr/bin/chromium`` (Playwright's own browser download is not
-used). Serves the bundled ``weights/`` (or the tiny test model if they are missing) in-process on a free port.
+used). Serves the bundled ``weights/`` in-process on a free port (the "one of" step needs the real model).
 ``FLOWERDEMO_UPDATE_SCREENSHOT=1`` writes the desktop screenshot to ``docs/screenshot.png``.
 """
 from __future__ import annotations
@@ -54,13 +54,11 @@ class CountingClassifier:
 
 
 @pytest.fixture(scope="module")
-def served(request):
+def served():
     from flowerdemo.predict import FlowerClassifier
     from flowerdemo.ui import build_demo, launch_kwargs
 
-    bundled = ROOT / "weights" / "model.pt"
-    model_path = str(bundled) if bundled.is_file() else str(request.getfixturevalue("tiny_model_dir"))
-    classifier = CountingClassifier(FlowerClassifier.load(model_path))
+    classifier = CountingClassifier(FlowerClassifier.load(str(ROOT / "weights")))
     demo = build_demo(classifier)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
