@@ -386,3 +386,16 @@ def test_captions_from_a_model_cannot_inject_markup():
     fragment = ui.presenters.figures_html([("data:image/jpeg;base64,AAAA", '<img src=x onerror="alert(1)">')], "x")
     assert "<img src=x" not in fragment and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in fragment
     assert ui.presenters.figures_html([], "x") == ""
+
+
+def test_inline_heatmaps_decode_with_the_answer_and_linked_photos_load_lazily():
+    # Inline (data URL) heatmaps decoded synchronously show in the same frame as the verdict; lazily, they
+    # came 30-40 ms later in benchmarks/bench_browser.py. Linked reference photos stay lazy.
+    inline = ui.presenters.figures_html([("data:image/jpeg;base64,AAAA", "a"), ("data:image/jpeg;base64,BB", "b")],
+                                        "Grad-CAM", inline=True)
+    linked = ui.presenters.figures_html([("/gradio_api/file=x.jpg", "a")], "Reference photo")
+    assert inline.count('decoding="sync"') == 2 and "lazy" not in inline
+    assert 'loading="lazy"' in linked and "sync" not in linked
+    state = ui.ResultState(view=Image.new("RGB", (32, 32)), heatmaps=np.zeros((2, 7, 7), dtype=np.float32),
+                           captions=("a", "b"), verdict="species", classes=2, references=True)
+    assert ui.render_overlays(state, 0.5).count('decoding="sync"') == 2

@@ -67,7 +67,7 @@ def render_overlays(state: ResultState | None, opacity: float) -> str:
         return ""
     opacity = min(1.0, max(0.0, float(opacity)))
     return figures_html([(jpeg_data_url(overlay(state.view, heatmap, opacity)), caption)
-                         for heatmap, caption in zip(state.heatmaps, state.captions)], "Grad-CAM")
+                         for heatmap, caption in zip(state.heatmaps, state.captions)], "Grad-CAM", inline=True)
 
 
 def references_html(names) -> str:

@@ -69,13 +69,17 @@ def label_value(prediction) -> dict:
     return {name: float(probability) for name, probability in prediction.top_k}
 
 
-def figures_html(figures, alt: str) -> str:
+def figures_html(figures, alt: str, inline: bool = False) -> str:
     """A grid of pictures with captions, as HTML: ``figures`` are (image URL, caption); captions are escaped
-    (class names come from the model's metadata, which may come from anyone's Hub repo)."""
+    (class names come from the model's metadata, which may come from anyone's Hub repo).
+
+    ``inline``: the pictures are data URLs inside the answer. They are decoded with the frame that shows the
+    answer (``decoding="sync"``, not lazily), rather than in later frames; linked pictures load lazily."""
     if not figures:
         return ""
+    loading = 'decoding="sync"' if inline else 'loading="lazy"'
     items = "".join(f'<figure class="fd-figure"><img src="{html.escape(src, quote=True)}" '
-                    f'alt="{html.escape(alt, quote=True)}: {html.escape(caption, quote=True)}" loading="lazy">'
+                    f'alt="{html.escape(alt, quote=True)}: {html.escape(caption, quote=True)}" {loading}>'
                     f"<figcaption>{html.escape(caption)}</figcaption></figure>" for src, caption in figures)
     return f'<div class="fd-figures">{items}</div>'
 
