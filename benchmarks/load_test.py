@@ -72,6 +72,19 @@ def listening_pid(port: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int, descendants: bool = True) -> float:
+    """User + system CPU seconds used so far by a process (and its live descendants)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root] + (root.children(recursive=True) if descendants else []):
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
 class RssSampler(threading.Thread):
     """Peak of the summed RSS of a process and all its descendants, sampled every ``interval`` s."""
 
@@ -190,6 +203,22 @@ def user(run: LoadRun, url: str, images: list[str], opacity: float, request_time
         client.close()
 
 
+def print_cpu_share(cpu_used: tuple[float, float], answered: int, wall: float) -> None:
+    """Where the cores went: the server's CPU time per answer, and how much this load generator took itself.
+
+    The generator runs on the same machine, so the measured throughput is what is left to the server; the
+    server's CPU per answer says what it would serve with the cores to itself (an estimate, not a measurement).
+    """
+    server, generator = cpu_used
+    cores = os.cpu_count() or 1
+    print(f"CPU over the run: server {server:.1f} s, this load generator {generator:.1f} s "
+          f"({server / wall:.2f} and {generator / wall:.2f} of {cores} cores)")
+    if answered:
+        per_answer = server / answered
+        print(f"server CPU per answer {per_answer * 1e3:.0f} ms: with all {cores} cores to itself, at most about "
+              f"{cores / per_answer:.1f} req/s (an estimate)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -248,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             sampler = RssSampler(server_pid)
             rss_idle = sampler.sample()
             sampler.start()
+            cpu_start = (cpu_seconds(server_pid), cpu_seconds(os.getpid(), descendants=False))  # it spawned the server
         print(f"load: {args.users} users, {args.requests} requests, time limit {args.time_limit:.0f} s, "
               f"{len(images)} image(s), download outputs: {not args.no_download}, target {url}")
 
@@ -278,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                 thread.join(max(0.0, end_by - time.perf_counter()))
             stuck = sum(thread.is_alive() for thread in threads)
             stats = run.close()
+            if sampler:
+                cpu_used = (cpu_seconds(server_pid) - cpu_start[0],
+                            cpu_seconds(os.getpid(), descendants=False) - cpu_start[1])
             wall = (stats["last_answer"] or time.perf_counter()) - t0
     finally:
         try:
@@ -301,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if sampler:
         print(f"server RSS (pid {server_pid} + children): idle {rss_idle / 2**20:.0f} MiB, "
               f"peak {sampler.peak / 2**20:.0f} MiB ({sampler.samples} samples)")
+        print_cpu_share(cpu_used, stats["answered"], wall)
     else:
         print("server RSS: unknown (server pid not found; pass --server-pid)")
     for message in stats["setup_errors"][:5]:
