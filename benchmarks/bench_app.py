@@ -201,11 +201,32 @@ def check_answer(result) -> str | None:
     return f"unexpected first output {str(first)[:120]!r}"
 
 
-def make_client(url: str, download_dir: str | None):
+_SSL_CONTEXT = None
+
+
+def shared_ssl_context():
+    """One verifying SSL context (certifi's CA bundle, as httpx's default), built once for every client.
+
+    gradio_client hands ``ssl_verify`` to each of its httpx calls, and given ``True`` httpx builds a new SSL
+    context for every request, loading the whole CA bundle even for plain http (a known httpx cost, e.g.
+    Aiven-Open/astacus#204). httpx also takes a ready ``ssl.SSLContext`` there: verification stays on, built once.
+    """
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        import ssl
+
+        import certifi
+
+        _SSL_CONTEXT = ssl.create_default_context(cafile=certifi.where())
+    return _SSL_CONTEXT
+
+
+def make_client(url: str, download_dir: str | None, reuse_ssl_context: bool = False):
     from gradio_client import Client
 
+    extra = {"ssl_verify": shared_ssl_context()} if reuse_ssl_context else {}
     return Client(url, verbose=False, download_files=download_dir if download_dir else False,
-                  analytics_enabled=False)
+                  analytics_enabled=False, **extra)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=180.0)
     parser.add_argument("--no-download", action="store_true",
                         help="do not download output images (default: download, as a real client does)")
+    parser.add_argument("--reuse-ssl-context", action="store_true",
+                        help="give the client one verifying SSL context instead of letting httpx build one per "
+                             "request (see shared_ssl_context); default: gradio_client as it comes")
     parser.add_argument("--server-env", action="append", metavar="KEY=VALUE",
                         help="extra environment for the server, e.g. OMP_NUM_THREADS=1 (repeatable)")
     parser.add_argument("--shared-cache", action="store_true",
@@ -240,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             ready = server.start(args.ready_timeout)
             print(f"ready (spawn -> GET / 200)           {ready:8.2f} s")
             start = time.perf_counter()
-            client = make_client(server.url, None if args.no_download else downloads)
+            client = make_client(server.url, None if args.no_download else downloads, args.reuse_ssl_context)
             print(f"client connect                       {(time.perf_counter() - start) * 1e3:8.0f} ms")
 
             start = time.perf_counter()
@@ -266,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                     errors.append(problem)
                 else:
                     times.append(elapsed)
-            print(f"image {image}, {args.calls} sequential calls, download outputs: {not args.no_download}")
+            print(f"image {image}, {args.calls} sequential calls, download outputs: {not args.no_download}, "
+                  f"SSL context: {'one, reused' if args.reuse_ssl_context else 'gradio_client default (one per request)'}")
             if times:
                 print(f"/classify end to end                 median {statistics.median(times) * 1e3:7.0f} ms   "
                       f"p95 {percentile(times, 95) * 1e3:7.0f} ms   min {min(times) * 1e3:7.0f} ms   "

@@ -166,12 +166,12 @@ class LoadRun:
 
 
 def user(run: LoadRun, url: str, images: list[str], opacity: float, request_timeout: float,
-         download_dir: str | None, barrier: threading.Barrier) -> None:
+         download_dir: str | None, barrier: threading.Barrier, reuse_ssl_context: bool = False) -> None:
     from gradio_client import handle_file
 
     client = None
     try:
-        client = make_client(url, download_dir)
+        client = make_client(url, download_dir, reuse_ssl_context)
     except Exception as error:  # noqa: BLE001 - reported as a setup error
         with run.lock:
             run.setup_errors.append(f"{type(error).__name__}: {str(error)[:200]}")
@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-download", action="store_true", help="do not download output images")
     parser.add_argument("--app", default=str(ROOT / "app.py"), help="the app script to start (default app.py)")
     parser.add_argument("--ready-timeout", type=float, default=180.0)
+    parser.add_argument("--reuse-ssl-context", action="store_true",
+                        help="each client gets one verifying SSL context instead of httpx building one per request "
+                             "(bench_app.shared_ssl_context); default: gradio_client as it comes")
     parser.add_argument("--server-env", action="append", metavar="KEY=VALUE",
                         help="extra environment for a started server, e.g. FLOWERDEMO_CONCURRENCY=1 (repeatable)")
     parser.add_argument("--shared-cache", action="store_true",
@@ -279,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             sampler.start()
             cpu_start = (cpu_seconds(server_pid), cpu_seconds(os.getpid(), descendants=False))  # it spawned the server
         print(f"load: {args.users} users, {args.requests} requests, time limit {args.time_limit:.0f} s, "
-              f"{len(images)} image(s), download outputs: {not args.no_download}, target {url}")
+              f"{len(images)} image(s), download outputs: {not args.no_download}, target {url}, "
+              f"SSL context: {'one, reused' if args.reuse_ssl_context else 'one per request (default)'}")
 
         with tempfile.TemporaryDirectory(prefix="flowerdemo-load-") as downloads:
             run = LoadRun(args.requests, deadline=float("inf"))
@@ -292,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             threads = [threading.Thread(target=user, daemon=True, name=f"user-{i}",
                                         args=(run, url, images, args.opacity, args.request_timeout,
-                                              None if args.no_download else downloads, barrier))
+                                              None if args.no_download else downloads, barrier,
+                                              args.reuse_ssl_context))
                        for i in range(args.users)]
             for thread in threads:
                 thread.start()
