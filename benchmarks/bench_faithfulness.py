@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flowerdemo.artifact import load_artifact  # noqa: E402
-from flowerdemo.data import DataSource, split_by_class, load_split  # noqa: E402
+from flowerdemo.data import DataSource, training_and_selection_samples  # noqa: E402
 from flowerdemo.gradcam import gradcam_maps, normalize_map  # noqa: E402
 from flowerdemo.preprocess import eval_transform, load_image  # noqa: E402
 
@@ -203,10 +203,9 @@ def probabilities(module, images: torch.Tensor, temperature: float, batch: int =
     return torch.cat(outputs)
 
 
-def method_maps(network: SplitNetwork, module, image: torch.Tensor, class_index: int,
+def method_maps(network: SplitNetwork, module, image: torch.Tensor, features: torch.Tensor, class_index: int,
                 rng: np.random.Generator) -> dict[str, np.ndarray]:
-    with torch.inference_mode():
-        features = module.features(image)
+    """Each method's map of one photo ([1, 3, H, W]; ``features``: its 7 x 7 feature map) for ``class_index``."""
     coarse = gradcam_maps(module.head, features.clone(), [class_index])[0]
     fine = gradcam14(network, image, class_index)
     return {"gradcam7": coarse, "gradcam14": fine, "fused": fused(coarse, fine),
@@ -217,9 +216,11 @@ def score_photo(network, module, image: torch.Tensor, temperature: float, crop: 
     """{method: {"morf": [p per fraction], "lerf": [...]}} plus the unperturbed probability under "p0"."""
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    base = probabilities(module, image, temperature)[0]
+    with torch.inference_mode():
+        features = module.features(image)
+        base = torch.softmax(module.head(features).float() / temperature, dim=1)[0]
     class_index = int(base.argmax())
-    maps = method_maps(network, module, image, class_index, rng)
+    maps = method_maps(network, module, image, features, class_index, rng)
     masks, keys = [], []
     for method in METHODS:
         for order, first in (("morf", True), ("lerf", False)):
@@ -241,9 +242,10 @@ def road_gap(scores: dict) -> float:
 
 def select_photos(model_meta, data: DataSource, per_class: int):
     """The val photos the model never trained on (its calibration half), ``per_class`` of each class."""
-    val, _ = load_split(data, model_meta.training_args.get("val_split", "val"))
-    fraction = float(model_meta.training_args.get("val_fraction_for_training") or 0.0)
-    _, held_out = split_by_class(val, fraction) if fraction else ([], val)
+    recipe = model_meta.training_args
+    _, held_out, _ = training_and_selection_samples(
+        data, recipe.get("train_split", "train"), recipe.get("val_split", "val"),
+        float(recipe.get("val_fraction_for_training") or 0.0))
     chosen, counts = [], {}
     for sample in held_out:
         if counts.get(sample.label, 0) < per_class:

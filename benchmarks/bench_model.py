@@ -66,19 +66,34 @@ def fmt(times: list[float]) -> str:
             f"min {min(times) * 1e3:8.2f} ms")
 
 
+def time_interleaved(select, call, runs: int, warmup: int) -> dict:
+    """Seconds per ``call()`` with ``select(True)`` and with ``select(False)`` in interleaved pairs (ABBA order),
+    so a busy machine's slow phases hit both variants alike: {True: [...], False: [...]}."""
+    timed = {True: [], False: []}
+    for run in range(warmup + runs):
+        for variant in ((True, False) if run % 2 == 0 else (False, True)):
+            select(variant)
+            start = time.perf_counter()
+            call()
+            if run >= warmup:
+                timed[variant].append(time.perf_counter() - start)
+    return timed
+
+
+def forward_pass(classifier, batch: torch.Tensor) -> None:
+    """The species network and, when the model has a verdict rule, the ImageNet view."""
+    with torch.inference_mode():
+        classifier.module(batch)
+        if classifier.metadata.gate is not None:
+            classifier.module.imagenet_logits(batch)
+
+
 def print_batch_scaling(classifier, crop: int, sizes, runs: int, warmup: int) -> None:
     """Forward time per photo at each batch size, relative to batch 1."""
     per_photo = {}
     for size in sizes:
         batch = torch.randn(size, 3, crop, crop)
-
-        def forward():
-            with torch.inference_mode():
-                classifier.module(batch)
-                if classifier.metadata.gate is not None:
-                    classifier.module.imagenet_logits(batch)
-
-        per_photo[size] = statistics.median(time_calls(forward, runs, warmup)) / size
+        per_photo[size] = statistics.median(time_calls(lambda: forward_pass(classifier, batch), runs, warmup)) / size
     base = per_photo.get(1)
     for size, seconds in per_photo.items():
         ratio = f"   x{seconds / base:.2f} of batch 1" if base else ""
@@ -87,14 +102,8 @@ def print_batch_scaling(classifier, crop: int, sizes, runs: int, warmup: int) ->
 
 def print_parallel_views(classifier, image: str, runs: int, warmup: int) -> None:
     """explain() with the ImageNet view beside the species network, and after it, in interleaved pairs."""
-    timed = {True: [], False: []}
-    for run in range(warmup + runs):
-        for parallel in ((True, False) if run % 2 == 0 else (False, True)):
-            classifier.parallel_views = parallel
-            start = time.perf_counter()
-            classifier.explain(image, top_k=5, cam_classes=3)
-            if run >= warmup:
-                timed[parallel].append(time.perf_counter() - start)
+    timed = time_interleaved(lambda parallel: setattr(classifier, "parallel_views", parallel),
+                             lambda: classifier.explain(image, top_k=5, cam_classes=3), runs, warmup)
     classifier.parallel_views = None
     print(f"explain, views in parallel (interl.) {fmt(timed[True])}")
     print(f"explain, one after the other         {fmt(timed[False])}   ratio "
@@ -154,14 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             classifier.module(x)
 
-    def forward():
-        with torch.inference_mode():
-            classifier.module(x)
-            if meta.gate is not None:
-                classifier.module.imagenet_logits(x)
-
     species_times = time_calls(species_network, args.runs, args.warmup)
-    forward_times = time_calls(forward, args.runs, args.warmup)
+    forward_times = time_calls(lambda: forward_pass(classifier, x), args.runs, args.warmup)
     print(f"species network only (module(x))    {fmt(species_times)}")
     print(f"forward (+ ImageNet view), {crop}px    {fmt(forward_times)}")
 
@@ -176,15 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             classifier.metadata = without_rule
             assert classifier.predict(image).is_flower is None  # the rule really is off
             classifier.metadata = with_rule
-            # Interleaved pairs (ABBA order), so a busy machine's slow phases hit both variants alike.
-            timed = {True: [], False: []}
-            for run in range(args.warmup + args.runs):
-                for use_ood in ((True, False) if run % 2 == 0 else (False, True)):
-                    classifier.metadata = with_rule if use_ood else without_rule
-                    start = time.perf_counter()
-                    classifier.predict(image)
-                    if run >= args.warmup:
-                        timed[use_ood].append(time.perf_counter() - start)
+            timed = time_interleaved(
+                lambda use_ood: setattr(classifier, "metadata", with_rule if use_ood else without_rule),
+                lambda: classifier.predict(image), args.runs, args.warmup)
             classifier.metadata = with_rule
             diffs = [a - b for a, b in zip(timed[True], timed[False])]
             with_med, without_med = statistics.median(timed[True]), statistics.median(timed[False])

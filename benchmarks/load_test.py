@@ -72,11 +72,16 @@ def listening_pid(port: int) -> int | None:
     return None
 
 
+def process_tree(pid: int, descendants: bool = True) -> list:
+    """A process and (unless told otherwise) its live descendants."""
+    root = psutil.Process(pid)
+    return [root] + (root.children(recursive=True) if descendants else [])
+
+
 def cpu_seconds(pid: int, descendants: bool = True) -> float:
     """User + system CPU seconds used so far by a process (and its live descendants)."""
-    root = psutil.Process(pid)
     total = 0.0
-    for process in [root] + (root.children(recursive=True) if descendants else []):
+    for process in process_tree(pid, descendants):
         try:
             times = process.cpu_times()
             total += times.user + times.system
@@ -97,9 +102,8 @@ class RssSampler(threading.Thread):
         self._halt = threading.Event()
 
     def sample(self) -> int:
-        root = psutil.Process(self.pid)
         total = 0
-        for process in [root] + root.children(recursive=True):
+        for process in process_tree(self.pid):
             try:
                 total += process.memory_info().rss
             except (psutil.NoSuchProcess, psutil.AccessDenied):

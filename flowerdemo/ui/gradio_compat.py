@@ -2,6 +2,7 @@
 upgrade touches one file. Each entry says which Gradio version it was written against and why it exists."""
 from __future__ import annotations
 
+
 def update_props(update: dict) -> dict:
     """The properties of a ``gr.update(...)`` without its ``__type__`` marker (Gradio 6.31 represents updates as
     dicts), so one event can return ``gr.update(value=..., **update_props(style))`` for a component."""
