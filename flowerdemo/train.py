@@ -455,6 +455,7 @@ def _train(args, run: RunOptions, processes: Processes, device: torch.device) ->
     seed_everything(args.seed)
     checkpoint = load_checkpoint(run.resume) if run.resume else None  # a wrong path fails before any work
     recipe, class_names, model, train_loader, val_loader = prepare(args, run, processes, device, checkpoint)
+    output_dir = Path(run.output_dir)
     if run.init_from:
         model.load_state_dict(load_checkpoint(run.init_from)["model"])
         _say(processes, f"initialised from {run.init_from}")
@@ -473,7 +474,7 @@ def _train(args, run: RunOptions, processes: Processes, device: torch.device) ->
         start_epoch, best = restore(checkpoint, model, model_ema, optimizer, scheduler, processes)
         _say(processes, f"resumed from {run.resume} at epoch {start_epoch + 1}")
     if processes.is_main:
-        (Path(run.output_dir) / "args.json").write_text(json.dumps(vars(args), indent=2))
+        (output_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
     network = model
     if processes.distributed:
         network = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -487,10 +488,10 @@ def _train(args, run: RunOptions, processes: Processes, device: torch.device) ->
         row = reduce_epoch_stats(row, processes, device)
         if processes.is_main:
             best = end_of_epoch(row, recipe, model, model_ema, optimizer, scheduler, val_loader, device,
-                                Path(run.output_dir), class_names, best, run.eval_every)
+                                output_dir, class_names, best, run.eval_every)
         processes.barrier()  # the others wait while rank 0 validates and writes
     _say(processes, f"best val top-1 {best['val_top1']:.4f} at epoch {best.get('epoch')}; weights in "
-                    f"{Path(run.output_dir) / 'model_best.pth'}")
+                    f"{output_dir / 'model_best.pth'}")
     return best
 
 
