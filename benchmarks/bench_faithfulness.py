@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flowerdemo.artifact import load_artifact  # noqa: E402
-from flowerdemo.data import DataSource, training_and_selection_samples  # noqa: E402
+from flowerdemo.training.data import DataSource, training_and_selection_samples  # noqa: E402
 from flowerdemo.gradcam import gradcam_maps, normalize_map  # noqa: E402
 from flowerdemo.preprocess import eval_transform, load_image  # noqa: E402
 

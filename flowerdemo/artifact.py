@@ -30,7 +30,7 @@ MODEL_FILE = "model.pt"
 REQUIRED_METHODS = ("forward", "features", "head")
 GATE_METHODS = ("imagenet_logits",)
 REEXPORT_HINT = (
-    "python -m flowerdemo.export --from-model OLD_MODEL_FOLDER --nonflowers-path NONFLOWER_PHOTOS --output NEW_MODEL_FOLDER")
+    "python -m flowerdemo.training.export --from-model OLD_MODEL_FOLDER --nonflowers-path NONFLOWER_PHOTOS --output NEW_MODEL_FOLDER")
 # What the network does inside features() beyond one plain pass; informational: the file does it itself.
 TEST_TIME_AUGMENTATIONS = ("none", "hflip_mean")
 
@@ -84,7 +84,7 @@ class ModelMetadata:
             raise ModelLoadError(f"{METADATA_FILE} must hold a JSON object, got {type(data).__name__}")
         missing = [key for key in ("format_version", "arch", "class_names", "preprocess") if key not in data]
         if missing:
-            raise ModelLoadError(f"{METADATA_FILE} is missing {', '.join(missing)}; re-export the model with flowerdemo.export")
+            raise ModelLoadError(f"{METADATA_FILE} is missing {', '.join(missing)}; re-export the model with flowerdemo.training.export")
         if data["format_version"] == 1:
             raise ModelLoadError(
                 f"this model was exported by an older flowerdemo (format 1: no ImageNet view, no prediction sets); "
@@ -168,10 +168,10 @@ def load_artifact(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, Mode
             module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
     except (RuntimeError, ValueError, OSError) as error:
         raise ModelLoadError(
-            f"{path} is not a TorchScript model ({str(error).splitlines()[0][:200]}); export one with flowerdemo.export"
+            f"{path} is not a TorchScript model ({str(error).splitlines()[0][:200]}); export one with flowerdemo.training.export"
         ) from None
     if not extra[METADATA_FILE]:
-        raise ModelLoadError(f"{path} has no {METADATA_FILE} metadata; export it with flowerdemo.export")
+        raise ModelLoadError(f"{path} has no {METADATA_FILE} metadata; export it with flowerdemo.training.export")
     try:
         data = json.loads(extra[METADATA_FILE])
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -179,7 +179,7 @@ def load_artifact(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, Mode
     metadata = ModelMetadata.from_dict(data)
     for method in REQUIRED_METHODS + (GATE_METHODS if metadata.gate else ()):
         if not hasattr(module, method):
-            raise ModelLoadError(f"{path} lacks the exported method {method}(); export it with flowerdemo.export")
+            raise ModelLoadError(f"{path} lacks the exported method {method}(); export it with flowerdemo.training.export")
     module.eval()
     if metadata.gate is not None and hasattr(module, "imagenet"):
         module.imagenet.float()  # stored in half precision to keep the file small; computed in full precision

@@ -1,7 +1,7 @@
 """Command line: ``flowerdemo COMMAND ...`` (or ``python -m flowerdemo COMMAND ...``).
 
 ``predict`` is implemented here. ``train``, ``export``, ``evaluate`` and ``publish`` hand their arguments to
-``flowerdemo.train`` etc. (the same as ``python -m flowerdemo.train ...``), imported only when asked for, so
+``flowerdemo.training.train`` etc. (the same as ``python -m flowerdemo.training.train ...``), imported only when asked for, so
 ``predict`` never pays for the training stack.
 
 ``predict``: files and folders (searched recursively) are classified in batches; unreadable files are reported and skipped
@@ -22,10 +22,10 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "flowerdemo"
 # Subcommands that are whole modules with their own parser and cli(): name -> (module, one-line help).
 DELEGATED = {
-    "train": ("flowerdemo.train", "fine-tune a network on Flowers-102 or your own ImageFolder tree (torchrun-ready)"),
-    "export": ("flowerdemo.export", "turn trained weights into a model folder (calibration, verdict rule, card)"),
-    "evaluate": ("flowerdemo.evaluate", "measure a model on a split and on held-out non-flower photos"),
-    "publish": ("flowerdemo.publish", "upload a model folder to the Hugging Face Hub"),
+    "train": ("flowerdemo.training.train", "fine-tune a network on Flowers-102 or your own ImageFolder tree (torchrun-ready)"),
+    "export": ("flowerdemo.training.export", "turn trained weights into a model folder (calibration, verdict rule, card)"),
+    "evaluate": ("flowerdemo.training.evaluate", "measure a model on a split and on held-out non-flower photos"),
+    "publish": ("flowerdemo.training.publish", "upload a model folder to the Hugging Face Hub"),
 }
 
 
@@ -133,7 +133,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def collect_files(paths: Sequence[str]) -> list[str]:
     """Files as given, folders expanded to their images (recursive, sorted). Missing paths are kept: they
     become per-file errors, like any other unreadable input."""
-    from .data import list_images
+    from .preprocess import list_images
 
     files = []
     for path in paths:

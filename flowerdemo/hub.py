@@ -90,7 +90,7 @@ def _download(source: ModelSource) -> str:
     except RepositoryNotFoundError:
         raise ModelLoadError(f"{where}: no such model repo, or it is private (set HF_TOKEN)") from None
     except EntryNotFoundError:
-        raise ModelLoadError(f"{where}: the repo has no {MODEL_FILE}; publish it with flowerdemo.publish") from None
+        raise ModelLoadError(f"{where}: the repo has no {MODEL_FILE}; publish it with flowerdemo.training.publish") from None
     except (HfHubHTTPError, OSError) as error:
         raise ModelLoadError(f"{where}: download failed ({type(error).__name__}: {str(error)[:200]})") from None
 

@@ -104,7 +104,7 @@ class FlowerClassifier:
         self.ood_bank_labels = labels.long().numpy() if isinstance(labels, torch.Tensor) and labels.numel() else None
         if metadata.gate is not None and self.ood_bank is None:
             raise ModelLoadError("the model's verdict rule needs its k-NN feature bank, and model.pt holds none; "
-                                 "re-export it with flowerdemo.export")
+                                 "re-export it with flowerdemo.training.export")
         # After reading the bank: freezing inlines buffers as constants.
         self.module = optimized_for_inference(module) if optimize else module
         self.parallel_views = parallel_views

@@ -231,3 +231,13 @@ def _from_array(array: np.ndarray) -> Image.Image:
         scaled = np.clip(array.astype(np.float64) / high * 255.0, 0, 255).round().astype(np.uint8)
     image = Image.fromarray(scaled)
     return _to_rgb(image) if image.mode != "RGB" else image
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def list_images(folder: str | os.PathLike) -> list[str]:
+    """Every image file below ``folder``, sorted (recursive)."""
+    from pathlib import Path
+
+    return sorted(str(p) for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

@@ -3,7 +3,7 @@
 For each class the first training image in file-name order becomes ``flowerdemo/assets/references/NNN.jpg``
 (NNN = the label index, 3 digits), about 96 px on its short side, plus ``index.json`` mapping class name -> file
 and ``sources.csv`` naming the training image each one came from. The data and its class names come through
-``flowerdemo.data``, as for the trainer (``--dataset flowers102`` by default: torchvision's names).
+``flowerdemo.training.data``, as for the trainer (``--dataset flowers102`` by default: torchvision's names).
 The app looks references up by class name, so a model with other classes simply shows none.
 
     python scripts/make_reference_thumbnails.py [--dataset flowers102] [--data-path data] [--size 96] [--quality 80]
@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from flowerdemo.data import DataSource, DatasetLayoutError, add_data_arguments, load_split  # noqa: E402
+from flowerdemo.training.data import DataSource, DatasetLayoutError, add_data_arguments, load_split  # noqa: E402
 
 DEFAULT_OUT = ROOT / "flowerdemo" / "assets" / "references"
 

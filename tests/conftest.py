@@ -50,8 +50,8 @@ def build_tiny_artifact(folder: Path, class_names=TINY_CLASSES, with_gate: bool 
     from flowerdemo import __version__
     from flowerdemo.artifact import MODEL_FILE, ModelMetadata
     from flowerdemo.conformal import ConformalSets
-    from flowerdemo.export import save_model, script_model
-    from flowerdemo.models import create_model
+    from flowerdemo.training.export import save_model, script_model
+    from flowerdemo.training.models import create_model
     from flowerdemo.ood import normalize
     from flowerdemo.preprocess import PreprocessConfig
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from flowerdemo import metrics
-from flowerdemo.calibration import fit_temperature
+from flowerdemo.training import metrics
+from flowerdemo.training.calibration import fit_temperature
 from flowerdemo.gradcam import colorize, contrast_maps, gradcam_maps, overlay
 from flowerdemo.ood import fpr_at_tpr, knn_distance, threshold_at_acceptance, threshold_with_widest_margin
 from flowerdemo.preprocess import PreprocessConfig, PreprocessConfigError

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from flowerdemo import evaluate, export, train
-from flowerdemo.data import (DataSource, DatasetLayoutError, DatasetNotFoundError, load_split, nonflower_photos,
+from flowerdemo.training import evaluate, export, train
+from flowerdemo.training.data import (DataSource, DatasetLayoutError, DatasetNotFoundError, load_split, nonflower_photos,
                              training_and_selection_samples)
 
 scipy_io = pytest.importorskip("scipy.io", reason="torchvision reads Flowers-102's .mat files with scipy")

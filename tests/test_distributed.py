@@ -11,8 +11,8 @@ import torch
 import torch.multiprocessing as mp
 
 from conftest import CLASSES, write_image_tree
-from flowerdemo import train
-from flowerdemo.recipe import Recipe
+from flowerdemo.training import train
+from flowerdemo.training.recipe import Recipe
 from flowerdemo.preprocess import PreprocessConfig
 
 
@@ -25,7 +25,7 @@ def _free_port() -> int:
 def _rank(rank: int, world_size: int, port: int, argv: list, record_dir: str) -> None:
     """One process as torchrun would start it (the same environment variables), recording every training image
     its loader fetched."""
-    from flowerdemo import data
+    from flowerdemo.training import data
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size))

@@ -22,7 +22,7 @@ from torch import nn
 
 from conftest import TINY_CLASSES, TinyImageNetView, tiny_gate
 from flowerdemo.artifact import METADATA_FILE, MODEL_FILE, ModelLoadError, ModelMetadata, quiet_torchscript
-from flowerdemo.export import script_model
+from flowerdemo.training.export import script_model
 from flowerdemo.predict import FlowerClassifier
 from flowerdemo.preprocess import PreprocessConfig
 

@@ -43,7 +43,7 @@ def test_the_wheel_carries_the_console_script_and_the_reference_photos(tmp_path)
                     "-w", str(tmp_path / "dist")], check=True, capture_output=True)
     wheel = zipfile.ZipFile(next((tmp_path / "dist").glob("flowerdemo-*.whl")))
     names = set(wheel.namelist())
-    assert {"flowerdemo/recipe.py", "flowerdemo/assets/references/index.json",
+    assert {"flowerdemo/training/recipe.py", "flowerdemo/ui/layout.py", "flowerdemo/assets/references/index.json",
             "flowerdemo/assets/references/000.jpg"} <= names
     entry_points = wheel.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "flowerdemo = flowerdemo.cli:main" in entry_points

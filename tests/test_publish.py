@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from flowerdemo import publish
+from flowerdemo.training import publish
 
 
 @pytest.fixture()
@@ -44,7 +44,7 @@ def test_publish_refuses_a_folder_the_app_could_not_load(model_folder):
     with pytest.raises(publish.PublishError, match="invalid model"):
         publish.publish(model_folder, "me/flowers", api=RecordingApi())
     (model_folder / "model.pt").unlink()
-    with pytest.raises(publish.PublishError, match="flowerdemo.export"):
+    with pytest.raises(publish.PublishError, match="flowerdemo.training.export"):
         publish.publish(model_folder, "me/flowers", api=RecordingApi())
 
 

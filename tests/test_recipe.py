@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from flowerdemo.preprocess import PreprocessConfig
-from flowerdemo.recipe import Recipe, RecipeError, RunOptions
+from flowerdemo.training.recipe import Recipe, RecipeError, RunOptions
 
 
 def recipe(**overrides) -> Recipe:
@@ -66,7 +66,7 @@ def test_resume_allows_only_more_epochs():
 def test_checkpoints_with_pickled_objects_or_missing_files_are_refused(tmp_path, capsys):
     import argparse
 
-    from flowerdemo import train
+    from flowerdemo.training import train
 
     torch.save({"args": argparse.Namespace(lr=0.1), "model": {}}, tmp_path / "old.pth")  # an object, not plain data
     with pytest.raises(train.CheckpointError, match="is not a flowerdemo checkpoint of plain tensors and values"):

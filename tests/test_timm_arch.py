@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from conftest import CLASSES, write_image_tree
-from flowerdemo import export, train
+from flowerdemo.training import export, train
 from flowerdemo.artifact import load_artifact
-from flowerdemo.models import PretrainedWeightsError, create_model
+from flowerdemo.training.models import PretrainedWeightsError, create_model
 from flowerdemo.predict import FlowerClassifier
 
 ARCH = "test_convnext"  # timm's 0.3 M-parameter ConvNeXt: 160 px, bicubic, mean = std = 0.5, crop_pct 0.95

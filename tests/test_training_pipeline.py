@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowerdemo import evaluate, export, train
+from flowerdemo.training import evaluate, export, train
 from flowerdemo.artifact import load_artifact
-from flowerdemo.data import DataSource, ImageListDataset, load_split
+from flowerdemo.training.data import DataSource, ImageListDataset, load_split
 from flowerdemo.predict import FlowerClassifier
 from flowerdemo.preprocess import eval_transform
 
@@ -120,7 +120,7 @@ def test_trainer_runs_with_cutmix_and_mixup(trained, tmp_path):
 
 def test_batchnorm_recalibration_measures_the_loader_and_spares_kept_layers():
     from torch.utils.data import TensorDataset, DataLoader
-    from flowerdemo.engine import recalibrate_batchnorm
+    from flowerdemo.training.engine import recalibrate_batchnorm
 
     torch.manual_seed(0)
     kept, recalibrated = torch.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)

@@ -11,11 +11,11 @@ import torch
 from flowerdemo.artifact import ModelLoadError, ModelMetadata, load_artifact
 from flowerdemo.conformal import (ConformalConfigError, ConformalSets, coverage_and_size, fit_conformal,
                                   select_penalty, true_class_scores)
-from flowerdemo.engine import Outputs
-from flowerdemo.export import GateTargets, fit_gate
+from flowerdemo.training.engine import Outputs
+from flowerdemo.training.export import GateTargets, fit_gate
 from flowerdemo.ood import (FlowerGate, GateConfigError, PLANT_LIKE_WNIDS, fit_logistic, out_of_fold_scores,
                             plant_like_indices)
-from flowerdemo.metrics import roc_auc
+from flowerdemo.training.metrics import roc_auc
 
 from conftest import TINY_IMAGENET, tiny_gate
 

@@ -3,15 +3,15 @@
 Shaped like torchvision's references/classification/train.py: ``get_args_parser()``, ``main(args)``,
 ``train_one_epoch``, ``evaluate``. Every epoch writes ``checkpoint.pth`` (resumable with ``--resume``) and a
 line of ``log.csv``; the best epoch on the validation split is kept as ``model_best.pth``. Export the result
-with ``python -m flowerdemo.export``.
+with ``python -m flowerdemo.training.export``.
 
-    python -m flowerdemo.train --output-dir runs/x ...                          # one process
-    torchrun --nproc_per_node=2 -m flowerdemo.train --output-dir runs/x ...     # DDP: gloo on CPU, NCCL on CUDA
+    python -m flowerdemo.training.train --output-dir runs/x ...                          # one process
+    torchrun --nproc_per_node=2 -m flowerdemo.training.train --output-dir runs/x ...     # DDP: gloo on CPU, NCCL on CUDA
 
 Under torchrun each process trains on its own shard of every epoch (``--batch-size`` is per process), and
 rank 0 alone logs, validates and writes checkpoints. Checkpoints hold plain types only (they load with
 ``torch.load(..., weights_only=True)``): the weights, the optimizer and schedule state, and the typed
-:class:`~flowerdemo.recipe.Recipe` that a resumed run must agree with.
+:class:`~flowerdemo.training.recipe.Recipe` that a resumed run must agree with.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRandomSampler
 from tqdm.auto import tqdm
 
-from . import __version__
+from .. import __version__
 from .data import (DataSource, DatasetLayoutError, ImageListDataset, add_data_arguments, eval_loader,
                    training_and_selection_samples)
 from .engine import collect_outputs
@@ -43,7 +43,7 @@ from .metrics import topk_accuracy
 from .models import (DEFAULT_ARCH, ArchitectureError, PretrainedWeightsError, check_feature_map, check_imagenet_head,
                      create_model, default_train_crop, freeze_stem_and_stages, preprocess_config)
 from .recipe import CLASS_BALANCES, Recipe, RecipeError, RunOptions, recipe_from_args, run_options_from_args
-from .preprocess import train_transform
+from ..preprocess import train_transform
 
 DEFAULTS = RunOptions()
 
@@ -570,7 +570,7 @@ USER_ERRORS = (DatasetLayoutError, RecipeError, CheckpointError, ArchitectureErr
 
 
 def cli(argv=None, prog: str | None = None) -> int:
-    from .cli import run_step
+    from ..cli import run_step
 
     return run_step("train", get_args_parser(prog=prog), main, USER_ERRORS, argv)
 

@@ -1,7 +1,7 @@
 """Turn trained weights into a self-describing model folder (a Hugging Face model repo, as is).
 
-    python -m flowerdemo.export --checkpoint runs/lite0/model_best.pth --nonflowers-path NONFLOWERS --output weights
-    python -m flowerdemo.export --from-model weights --nonflowers-path NONFLOWERS --output weights-v2   # upgrade
+    python -m flowerdemo.training.export --checkpoint runs/lite0/model_best.pth --nonflowers-path NONFLOWERS --output weights
+    python -m flowerdemo.training.export --from-model weights --nonflowers-path NONFLOWERS --output weights-v2   # upgrade
 
 Steps, each a function below: load the weights (a trainer checkpoint, or an earlier artifact's own network);
 recompute the trained layers' BatchNorm statistics on the training images at the eval transform (checkpoints
@@ -25,18 +25,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .artifact import (METADATA_FILE, MODEL_FILE, ModelLoadError, ModelMetadata, load_artifact, quiet_torchscript,
+from .. import __version__
+from ..artifact import (METADATA_FILE, MODEL_FILE, ModelLoadError, ModelMetadata, load_artifact, quiet_torchscript,
                        save_artifact)
 from .calibration import fit_temperature
-from .conformal import ConformalSets, fit_conformal, select_penalty
+from ..conformal import ConformalSets, fit_conformal, select_penalty
 from .data import DataSource, DatasetLayoutError, add_data_arguments, nonflower_photos, training_and_selection_samples
 from .engine import Outputs
 from .metrics import roc_auc, softmax
-from .ood import (FlowerGate, fit_logistic, log_softmax_np, knn_distance, normalize, out_of_fold_scores,
+from ..ood import (FlowerGate, fit_logistic, log_softmax_np, knn_distance, normalize, out_of_fold_scores,
                   plant_like_indices, threshold_at_acceptance, threshold_with_widest_margin)
 from .models import IMAGENET_CLASSES, ArchitectureError, PretrainedWeightsError
-from .preprocess import PreprocessConfig
+from ..preprocess import PreprocessConfig
 from .recipe import Recipe, RecipeError
 from .train import CheckpointError
 
@@ -201,7 +201,7 @@ def source_from_model(path: str | Path) -> Source:
 
     Read without ``load_artifact``'s checks on purpose: upgrading files those checks refuse is the point.
     """
-    from .hub import parse_source, resolve_model_file
+    from ..hub import parse_source, resolve_model_file
 
     file = resolve_model_file(parse_source(str(path)))
     extra = {METADATA_FILE: ""}
@@ -402,7 +402,7 @@ def load_source(args) -> Source:
     if args.from_model:
         return source_from_model(args.from_model)
     if not Path(args.checkpoint).is_file():
-        raise ExportError(f"checkpoint not found: {args.checkpoint} (train one with python -m flowerdemo.train, "
+        raise ExportError(f"checkpoint not found: {args.checkpoint} (train one with python -m flowerdemo.training.train, "
                           "or re-export a model with --from-model)")
     return source_from_checkpoint(args.checkpoint)
 
@@ -516,7 +516,7 @@ USER_ERRORS = (ExportError, ModelLoadError, DatasetLayoutError, RecipeError, Arc
 
 
 def cli(argv=None, prog: str | None = None) -> int:
-    from .cli import run_step
+    from ..cli import run_step
 
     return run_step("export", get_args_parser(prog=prog), main, USER_ERRORS, argv)
 

@@ -1,6 +1,6 @@
 """Upload a model folder (``model.pt``, model card, metrics, plots) to the Hugging Face Hub.
 
-    python -m flowerdemo.publish --folder weights --repo your-name/flowerdemo-lite0
+    python -m flowerdemo.training.publish --folder weights --repo your-name/flowerdemo-lite0
 
 Creates the repo if needed, uploads the folder in one commit and prints the commit's id and URL, so the app
 can pin it: ``FLOWERDEMO_MODEL=hf://your-name/flowerdemo-lite0@<commit>``.
@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .artifact import MODEL_FILE, ModelLoadError, load_artifact
+from ..artifact import MODEL_FILE, ModelLoadError, load_artifact
 
 UPLOADED_PATTERNS = ["model.pt", "README.md", "metrics.json", "*.png"]
 
@@ -45,7 +45,7 @@ def resolve_token(token: str | None) -> str:
 def check_folder(folder: Path) -> None:
     """Refuse to publish a folder the app could not load."""
     if not (folder / MODEL_FILE).is_file():
-        raise PublishError(f"{folder} has no {MODEL_FILE}: export one with python -m flowerdemo.export")
+        raise PublishError(f"{folder} has no {MODEL_FILE}: export one with python -m flowerdemo.training.export")
     if not (folder / "README.md").is_file():
         raise PublishError(f"{folder} has no README.md model card: export writes one")
     try:
@@ -78,7 +78,7 @@ def publish(folder: str | Path, repo_id: str, token: str | None = None, private:
 def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Publish a model folder to the Hugging Face Hub", add_help=add_help,
                                      prog=prog)
-    parser.add_argument("--folder", default="weights", help="model folder written by flowerdemo.export")
+    parser.add_argument("--folder", default="weights", help="model folder written by flowerdemo.training.export")
     parser.add_argument("--repo", required=True, help="owner/name of the Hub model repo")
     parser.add_argument("--token", default=None, help="default: HF_TOKEN or the token saved by `hf auth login`")
     parser.add_argument("--private", action="store_true")

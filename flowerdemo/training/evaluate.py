@@ -1,6 +1,6 @@
 """Evaluate a model artifact on a split, with the app's own loading and preprocessing code.
 
-    python -m flowerdemo.evaluate --model weights --split test --nonflowers-path NONFLOWERS
+    python -m flowerdemo.training.evaluate --model weights --split test --nonflowers-path NONFLOWERS
 
 Prints a table and writes JSON: top-1, top-5, macro-F1, per-class accuracy, the most confused pairs,
 calibration (ECE before/after temperature scaling) and, against the held-out non-flower photos, how well
@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from . import engine
-from .artifact import ModelLoadError
+from ..artifact import ModelLoadError
 from .data import (DataSource, DatasetLayoutError, Sample, add_data_arguments, eval_loader, load_split,
                    nonflower_photos)
 from .metrics import (confusion_matrix, expected_calibration_error, macro_f1, most_confused_pairs,
                       negative_log_likelihood, per_class_accuracy, per_class_f1, reliability_bins, roc_auc,
                       softmax, topk_accuracy)
-from .conformal import coverage_and_size
-from .ood import VERDICTS, fpr_at_tpr
-from .preprocess import PreprocessConfig
+from ..conformal import coverage_and_size
+from ..ood import VERDICTS, fpr_at_tpr
+from ..preprocess import PreprocessConfig
 
 
 def collect_outputs(module, preprocess: PreprocessConfig, samples, workers: int = 2, desc: str = "eval",
@@ -48,13 +48,13 @@ def check_same_classes(model_names, data_names, data_root: str) -> None:
         raise EvaluationError(f"the model knows {len(model_names)} classes but {data_root} names {len(data_names)}")
     renamed = [f"{old!r} (model) vs {new!r} (data)" for old, new in zip(model_names, data_names) if old != new]
     raise EvaluationError(f"the model and {data_root} name {len(renamed)} classes differently: {', '.join(renamed[:5])}; "
-                          "re-export the model with the dataset's names (python -m flowerdemo.export --from-model "
+                          "re-export the model with the dataset's names (python -m flowerdemo.training.export --from-model "
                           "MODEL --rename-classes ...) or evaluate on the data it was exported with")
 
 
 def evaluate_split(model: str, data: DataSource, split: str, nonflower_paths=None, workers: int = 2,
                    limit_per_class: int | None = None) -> dict:
-    from .predict import FlowerClassifier
+    from ..predict import FlowerClassifier
 
     classifier = FlowerClassifier.load(model)
     meta = classifier.metadata
@@ -295,7 +295,7 @@ USER_ERRORS = (EvaluationError, DatasetLayoutError, ModelLoadError)
 
 
 def cli(argv=None, prog: str | None = None) -> int:
-    from .cli import run_step
+    from ..cli import run_step
 
     return run_step("evaluate", get_args_parser(prog=prog), main, USER_ERRORS, argv)
 

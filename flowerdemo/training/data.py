@@ -13,9 +13,8 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, Dataset
 
-from .preprocess import PreprocessConfig, eval_transform, load_image
+from ..preprocess import IMAGE_EXTENSIONS, PreprocessConfig, eval_transform, list_images, load_image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # --dataset: torchvision's official Flowers-102 (ROOT/flowers-102/{jpg/,imagelabels.mat,setid.mat}), any
 # ImageFolder tree (ROOT/<split>/<class>/*.jpg), or the labels.csv layout (labels.csv, classes.json, images/).
 DATASETS = ("flowers102", "imagefolder", "csv")
@@ -225,8 +224,3 @@ def nonflower_photos(path: str | os.PathLike | None) -> tuple[list[str], list[st
         raise DatasetNotFoundError(f"--nonflowers-path {path} holds {len(photos)} images; the 'not a flower' rule "
                                    f"needs a folder of everyday non-flower photos (a few hundred; at least {MIN_NONFLOWERS})")
     return photos[0::2], photos[1::2]
-
-
-def list_images(folder: str | os.PathLike) -> list[str]:
-    """Every image file below ``folder``, sorted (recursive)."""
-    return sorted(str(p) for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
