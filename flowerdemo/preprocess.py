@@ -135,12 +135,17 @@ def cap_aspect_ratio(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + new_width, top + new_height))
 
 
-def train_transform(config: PreprocessConfig, crop: int, min_scale: float = 0.25, augment: str = "trivialaugment"):
-    """Training augmentation that ends in the same normalisation as :func:`eval_transform`."""
+def train_transform(config: PreprocessConfig, crop: int, min_scale: float = 0.25, augment: str = "trivialaugment",
+                    before_crop=(), after_augment=()):
+    """Training augmentation that ends in the same normalisation as :func:`eval_transform`.
+
+    ``before_crop`` / ``after_augment``: PIL steps around the random crop and the colour augmentation (the
+    trainer's photo degradations, flowerdemo.training.augment), so the normalisation stays written here only.
+    """
     import torch
     from torchvision import transforms as T
 
-    steps = [
+    steps = list(before_crop) + [
         T.RandomResizedCrop(crop, scale=(min_scale, 1.0), interpolation=_pil_interpolation(config.interpolation)),
         T.RandomHorizontalFlip(),
     ]
@@ -150,6 +155,7 @@ def train_transform(config: PreprocessConfig, crop: int, min_scale: float = 0.25
         steps.append(T.ColorJitter(0.3, 0.3, 0.3, 0.05))
     elif augment != "none":
         raise ValueError(f"augment must be one of trivialaugment, colorjitter, none; got {augment!r}")
+    steps += list(after_augment)
     steps += [T.PILToTensor(), T.ConvertImageDtype(torch.float32), T.Normalize(config.mean, config.std)]
     return T.Compose(steps)
 

@@ -39,6 +39,7 @@ class Recipe:
     train_crop: int = 192
     min_scale: float = 0.25
     augment: str = "trivialaugment"
+    photo_augment: bool = False  # small/soft photos, zoom-out, squash, grayscale (training/augment.py)
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0
@@ -60,6 +61,12 @@ class Recipe:
     val_split: str = "val"
     val_fraction_for_training: float = 0.0
     limit_per_class: int | None = None
+    # photos from other collections (--extra-data): which ones (folder names, never paths) and how each is shared
+    # out by a hash of its file name (training/field.py): this share trained on, this share kept for calibration,
+    # the rest only ever reported on
+    extra_data: tuple = ()
+    field_train_fraction: float = 0.5
+    field_calibration_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         if not isinstance(self.preprocess, PreprocessConfig):
@@ -73,13 +80,28 @@ class Recipe:
             raise RecipeError(f"limit_per_class must be a positive integer or unset, got {self.limit_per_class!r}")
         if not 0.0 <= self.val_fraction_for_training < 1.0:
             raise RecipeError(f"val_fraction_for_training must be in [0, 1), got {self.val_fraction_for_training}")
+        object.__setattr__(self, "extra_data", tuple(self.extra_data))
+        from .field import FieldSplit
+
+        try:
+            FieldSplit(self.field_train_fraction, self.field_calibration_fraction)
+        except ValueError as error:
+            raise RecipeError(str(error)) from None
         if self.freeze_stages < 0:
             raise RecipeError(f"freeze_stages must be >= 0, got {self.freeze_stages}")
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["preprocess"] = self.preprocess.to_dict()
+        data["extra_data"] = list(self.extra_data)
         return data
+
+    @property
+    def field_split(self):
+        """How photos from elsewhere are shared out (training/field.py)."""
+        from .field import FieldSplit
+
+        return FieldSplit(self.field_train_fraction, self.field_calibration_fraction)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Recipe":
@@ -142,18 +164,28 @@ class RunOptions:
     pretrained_file: str = ""
     workers: int = 2
     device: str = "auto"
+    extra_data: tuple = ()  # folders of photos from elsewhere (paths: the recipe keeps their names only)
     eval_every: int = 2  # how often this run looks at val; the weights it trains do not depend on it
 
 
 def run_options_from_args(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(**{f.name: getattr(args, f.name) for f in fields(RunOptions)})
+    values = {f.name: getattr(args, f.name, f.default) for f in fields(RunOptions)}
+    values["extra_data"] = tuple(str(path) for path in values["extra_data"] or ())
+    return RunOptions(**values)
 
 
 def recipe_from_args(args: argparse.Namespace, preprocess: PreprocessConfig, train_crop: int,
                      world_size: int) -> Recipe:
     """The recipe a command line asks for; ``preprocess`` and ``train_crop`` come resolved from the architecture."""
     derived = {"preprocess": preprocess, "train_crop": train_crop, "world_size": world_size,
-               "pretrained": not args.no_pretrained}
+               "pretrained": not args.no_pretrained,
+               "extra_data": tuple(extra_data_name(path) for path in getattr(args, "extra_data", None) or ())}
     return Recipe(**{f.name: derived[f.name] if f.name in derived else getattr(args, f.name)
                      for f in fields(Recipe)})
 
+
+def extra_data_name(path) -> str:
+    """What the recipe records of an --extra-data folder: its name, never the machine's path to it."""
+    from pathlib import Path
+
+    return Path(str(path).rstrip("/\\")).name or str(path)

@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .data import (DataSource, DatasetLayoutError, ImageListDataset, add_data_arguments, eval_loader,
-                   training_and_selection_samples)
+                   extra_training_samples, training_and_selection_samples)
+from .field import FieldSplit
 from .engine import collect_outputs
 from .metrics import topk_accuracy
 from .models import (DEFAULT_ARCH, ArchitectureError, PretrainedWeightsError, check_feature_map, check_imagenet_head,
@@ -84,6 +85,19 @@ def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.
                              "with random crops, closer to the test-time object size (FixRes)")
     parser.add_argument("--min-scale", type=float, default=0.25, help="RandomResizedCrop's smallest area fraction")
     parser.add_argument("--augment", default="trivialaugment", choices=["trivialaugment", "colorjitter", "none"])
+    parser.add_argument("--photo-augment", action="store_true",
+                        help="also train on photos as people take them: downscaled to 64-160 px and back, blurred, "
+                             "JPEG-compressed, zoomed out, squashed, now and then grayscale (training/augment.py)")
+    parser.add_argument("--extra-data", nargs="+", default=[], metavar="FOLDER",
+                        help="photos of known species from other collections: a labels.csv folder (kind/accept "
+                             "columns, as ../shared/data/elsewhere), the app's feedback store, or one folder per "
+                             "class. Only the photos whose file-name hash falls in the training share are used "
+                             "(--field-train-fraction); the calibration share and the rest are never trained on. "
+                             "Use it with --class-balance sampler")
+    parser.add_argument("--field-train-fraction", type=float, default=0.5,
+                        help="share of the --extra-data photos trained on (by a hash of the file name)")
+    parser.add_argument("--field-calibration-fraction", type=float, default=0.2,
+                        help="share kept for the exporter's calibration; the rest is only reported on")
     parser.add_argument("--class-balance", default="none", choices=CLASS_BALANCES,
                         help="for uneven classes: 'sampler' draws every class equally often (weighted sampling with "
                              "replacement), 'loss' weighs each class's loss by n / (classes x its count)")
@@ -95,8 +109,8 @@ def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.
     parser.add_argument("--resume", default=DEFAULTS.resume,
                         help="checkpoint.pth to continue from (same recipe; only --epochs may grow)")
     parser.add_argument("--init-from", default=DEFAULTS.init_from,
-                        help="start from the weights of an earlier run's model_best.pth "
-                             "(fresh optimizer and schedule: a second fine-tuning stage)")
+                        help="start from the weights of an earlier run's model_best.pth, or of an exported model "
+                             "folder / model.pt (fresh optimizer and schedule: a second fine-tuning stage)")
     parser.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every,
                         help="validate every N epochs (and always the last)")
     parser.add_argument("--model-ema-decay", type=float, default=0.0,
@@ -263,12 +277,26 @@ class DistributedWeightedSampler(Sampler):
         return self.num_samples
 
 
-def build_train_sampler(labels, num_classes: int, recipe: Recipe, processes: Processes) -> Sampler | None:
-    """``--class-balance sampler``: each image drawn with probability 1 / its class's count (every class equally
-    often); otherwise a shuffle, sharded over the processes. None: the loader's own seeded shuffle (1 process)."""
+def balanced_sample_weights(labels, sources, num_classes: int) -> torch.Tensor:
+    """Per-image draw weights that give every class the same share of the draws and, within a class, every
+    collection the same share of that class's draws: a species with 700 extra web photos is not drawn more
+    often than one with its 20 Flowers-102 photos, and its Flowers-102 photos keep half of its draws."""
+    per_class_sources: dict[int, Counter] = {}
+    for label, source in zip(labels, sources):
+        per_class_sources.setdefault(int(label), Counter())[source] += 1
+    weights = [1.0 / (len(per_class_sources[int(label)]) * per_class_sources[int(label)][source])
+               for label, source in zip(labels, sources)]
+    return torch.tensor(weights, dtype=torch.float64)
+
+
+def build_train_sampler(labels, num_classes: int, recipe: Recipe, processes: Processes,
+                        sources=None) -> Sampler | None:
+    """``--class-balance sampler``: every class drawn equally often (and every collection within a class,
+    :func:`balanced_sample_weights`, with replacement); otherwise a shuffle, sharded over the processes. None:
+    the loader's own seeded shuffle (1 process)."""
     if recipe.class_balance == "sampler":
-        counts = class_counts(labels, num_classes)
-        weights = torch.tensor([1.0 / counts[int(label)] for label in labels], dtype=torch.float64)
+        weights = balanced_sample_weights(labels, sources if sources is not None else ["main"] * len(labels),
+                                          num_classes)
         return DistributedWeightedSampler(weights, processes.world_size, processes.rank, recipe.seed)
     if processes.distributed:
         return DistributedSampler(range(len(labels)), processes.world_size, processes.rank, shuffle=True,
@@ -369,18 +397,27 @@ def make_loaders(recipe: Recipe, run: RunOptions, train_samples, val_samples, nu
                  processes: Processes):
     """The training loader (this process's shard; class-balanced if asked) and the validation loader."""
     labels = [sample.label for sample in train_samples]
-    sampler = build_train_sampler(labels, num_classes, recipe, processes)
+    sampler = build_train_sampler(labels, num_classes, recipe, processes, [sample.source for sample in train_samples])
     per_process = len(sampler) if sampler is not None else len(train_samples)
     generator = torch.Generator().manual_seed(recipe.seed)
     train_loader = DataLoader(
-        ImageListDataset(train_samples, train_transform(recipe.preprocess, recipe.train_crop, recipe.min_scale,
-                                                        recipe.augment)),
+        ImageListDataset(train_samples, training_transform(recipe)),
         batch_size=recipe.batch_size, shuffle=sampler is None, sampler=sampler,
         drop_last=per_process > recipe.batch_size, num_workers=run.workers, persistent_workers=run.workers > 0,
         generator=generator, worker_init_fn=_seed_worker,
     )
     val_loader = eval_loader(val_samples, recipe.preprocess, run.workers, batch_size=64)
     return train_loader, val_loader
+
+
+def training_transform(recipe: Recipe):
+    """The recipe's training augmentation (the photo degradations around it when ``photo_augment`` is on)."""
+    before, after = (), ()
+    if recipe.photo_augment:
+        from .augment import photo_steps
+
+        before, after = photo_steps()
+    return train_transform(recipe.preprocess, recipe.train_crop, recipe.min_scale, recipe.augment, before, after)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -408,6 +445,19 @@ def load_checkpoint(path: str | Path) -> dict:
     except (pickle.UnpicklingError, RuntimeError) as error:  # foreign objects inside, or not a torch file at all
         raise CheckpointError(f"{path} is not a flowerdemo checkpoint of plain tensors and values "
                               f"({str(error).splitlines()[0][:200]})") from None
+
+
+def initial_weights(path: str) -> dict:
+    """--init-from: a trainer checkpoint's weights, or the network inside an exported model (folder or model.pt)."""
+    candidate = Path(path)
+    if candidate.is_dir() or candidate.suffix == ".pt":
+        from .export import ExportError, source_from_model
+
+        try:
+            return source_from_model(path).backbone.state_dict()
+        except ExportError as error:
+            raise CheckpointError(str(error)) from None
+    return load_checkpoint(path)["model"]
 
 
 def build_network(recipe_args, run: RunOptions, num_classes: int):
@@ -457,7 +507,7 @@ def _train(args, run: RunOptions, processes: Processes, device: torch.device) ->
     recipe, class_names, model, train_loader, val_loader = prepare(args, run, processes, device, checkpoint)
     output_dir = Path(run.output_dir)
     if run.init_from:
-        model.load_state_dict(load_checkpoint(run.init_from)["model"])
+        model.load_state_dict(initial_weights(run.init_from))
         _say(processes, f"initialised from {run.init_from}")
     frozen = freeze_stem_and_stages(model, recipe.freeze_stages)
     model.to(device)
@@ -504,6 +554,12 @@ def prepare(args, run: RunOptions, processes: Processes, device: torch.device, c
         train_samples, val_samples, class_names = training_and_selection_samples(
             source, args.train_split, args.val_split, args.val_fraction_for_training, args.limit_per_class)
         model, preprocess = build_network(args, run, len(class_names))
+    if run.extra_data:
+        extra = extra_training_samples(run.extra_data, class_names,
+                                       FieldSplit(args.field_train_fraction, args.field_calibration_fraction))
+        _say(processes, f"--extra-data: {len(extra)} photos of {len({s.label for s in extra})} species in the "
+                        f"training share of {', '.join(run.extra_data)}")
+        train_samples = train_samples + extra
     recipe = recipe_from_args(args, preprocess, args.train_crop or default_train_crop(preprocess),
                               processes.world_size)
     if checkpoint is not None:
