@@ -56,6 +56,8 @@ LABEL_KINDS = ("known", "other", "not_a_flower")
 ENV_DIR, ENV_REPO, ENV_SWITCH, ENV_MAX_MB = (
     "FLOWERDEMO_FEEDBACK_DIR", "FLOWERDEMO_FEEDBACK_REPO", "FLOWERDEMO_FEEDBACK", "FLOWERDEMO_FEEDBACK_MAX_MB")
 ENV_EVERY = "FLOWERDEMO_FEEDBACK_EVERY_MINUTES"
+ENV_PER_MINUTE = "FLOWERDEMO_FEEDBACK_PER_MINUTE"
+DEFAULT_PER_MINUTE = 10
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "feedback"
 DEFAULT_MAX_MB = 500.0
 DEFAULT_EVERY_MINUTES = 5.0
@@ -125,6 +127,33 @@ def check_label(label: str, label_kind: str, class_names: Sequence[str]) -> str:
                                 f"pick one from the list, or save it as another species (label_kind 'other')")
         clean = by_folded_name[clean.casefold()]
     return clean
+
+
+# --- per-session rate ----------------------------------------------------------------------------------------
+
+class SaveRateLimit:
+    """At most ``per_minute`` saves in any 60 seconds, for one session (the page keeps one per visitor), so one
+    script cannot fill the folder. ``clock`` is injectable for tests."""
+
+    def __init__(self, per_minute: int | None = None, clock=time.monotonic):
+        self.per_minute = int(per_minute if per_minute is not None else env_number(ENV_PER_MINUTE, DEFAULT_PER_MINUTE))
+        if self.per_minute < 1:
+            raise FeedbackError(f"the save limit must be at least 1 a minute; got {per_minute!r}")
+        self.clock = clock
+        self._times: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        """Count one save, or raise FeedbackError (and count nothing) when the session is over its limit."""
+        with self._lock:
+            now = self.clock()
+            while self._times and now - self._times[0] >= 60.0:
+                self._times.popleft()
+            if len(self._times) >= self.per_minute:
+                wait = math.ceil(60.0 - (now - self._times[0]))
+                raise FeedbackError(f"that is {self.per_minute} saves in a minute, the most one visitor can make; "
+                                    f"try again in {wait} s")
+            self._times.append(now)
 
 
 # --- photos ---------------------------------------------------------------------------------------------------
