@@ -105,10 +105,10 @@ def sanitize_label(text: str, max_length: int = MAX_LABEL_LENGTH) -> str:
     the page's job). The result is never used in a path (photos are named by their pixels' hash)."""
     if not isinstance(text, str):
         raise FeedbackError(f"a label must be text, got {type(text).__name__}")
-    text = unicodedata.normalize("NFC", text)
     kept = "".join(" " if char.isspace() else char for char in text
                    if char.isspace() or unicodedata.category(char) not in _FORMAT_CHARS)
-    return " ".join(kept.split())[:max_length].rstrip()
+    # NFC after the filter: dropping a zero-width character can bring a letter and its accent together.
+    return " ".join(unicodedata.normalize("NFC", kept).split())[:max_length].rstrip()
 
 
 def check_label(label: str, label_kind: str, class_names: Sequence[str]) -> str:
