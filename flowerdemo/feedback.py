@@ -314,6 +314,7 @@ class FeedbackStore:
         self.folder = self.root / DATA_DIR / self.writer_id
         self._lock = threading.Lock()
         self._scheduler = None
+        self._cached_metadata: tuple = (None, [])  # (the file's identity, its records) as this store last saw it
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.clean()
@@ -380,7 +381,7 @@ class FeedbackStore:
         file_name = f"{record_id}{PHOTO_SUFFIX}"
         try:
             with self.locked():
-                records = read_metadata(self.folder / METADATA_FILE)
+                records = self._read_metadata()
                 kept = [record for record in records if record["file_name"] != file_name]
                 if len(kept) == len(records):
                     return False
@@ -395,7 +396,7 @@ class FeedbackStore:
         """Rename the photo into place and rewrite the metadata with its record, as one step under the lock."""
         photo = self.folder / record["file_name"]
         with self.locked():
-            records = read_metadata(self.folder / METADATA_FILE)
+            records = self._read_metadata()
             kept = [old for old in records if old["file_name"] != record["file_name"]]
             replaced = len(kept) < len(records)
             os.replace(part, photo)  # same pixels give the same bytes: replacing an old copy changes nothing
@@ -406,6 +407,24 @@ class FeedbackStore:
                     remove_quietly(photo)
                 raise
         return replaced
+
+    def _metadata_identity(self):
+        """Changes whenever the file is replaced (every write renames a new inode into place)."""
+        try:
+            stat = os.stat(self.folder / METADATA_FILE)
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def _read_metadata(self) -> list[dict]:
+        """This writer's records, parsed again only when the file changed since this store last wrote or read it
+        (called under the lock; parsing thousands of lines on every save would dominate it)."""
+        identity = self._metadata_identity()
+        if identity is None:
+            return []
+        if self._cached_metadata[0] != identity:
+            self._cached_metadata = (identity, read_metadata(self.folder / METADATA_FILE))
+        return list(self._cached_metadata[1])
 
     def _write_metadata(self, records: Sequence[dict]) -> None:
         """Swap in a new ``metadata.jsonl`` in one rename; an empty one is removed (``datasets`` cannot type it)."""
@@ -420,6 +439,7 @@ class FeedbackStore:
         else:
             remove_quietly(metadata)
         fsync_folder(self.folder)
+        self._cached_metadata = (self._metadata_identity(), list(records))
 
     def _check_quota(self, incoming: int) -> None:
         used = folder_size(self.root)
