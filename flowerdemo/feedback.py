@@ -62,6 +62,7 @@ DEFAULT_DIR = Path(__file__).resolve().parent.parent / "feedback"
 DEFAULT_MAX_MB = 500.0
 DEFAULT_EVERY_MINUTES = 5.0
 DATA_DIR = "data"
+SPACE_PERSISTENT_DIR = Path("/data")
 METADATA_FILE = "metadata.jsonl"
 LOCK_FILE = ".lock"
 PHOTO_SUFFIX = ".jpg"
@@ -453,13 +454,18 @@ class FeedbackStore:
         global _space_warning_logged
         repo_id = os.environ.get(ENV_REPO, "").strip()
         if not repo_id:
-            if os.environ.get("SPACE_ID") and not _space_warning_logged:
+            if os.environ.get("SPACE_ID") and not on_persistent_storage(self.root) and not _space_warning_logged:
                 _space_warning_logged = True
                 logger.warning("feedback is kept in %s, which is lost when the Space restarts; set %s=owner/name "
                                "(and the HF_TOKEN secret) to upload it to a dataset repo", self.root, ENV_REPO)
             return
         if self._scheduler is None:
             self._scheduler = start_scheduler(self, repo_id)
+
+
+def on_persistent_storage(path: Path) -> bool:
+    """A Space's persistent storage is mounted at /data; everything else goes when it restarts."""
+    return path == SPACE_PERSISTENT_DIR or SPACE_PERSISTENT_DIR in path.parents
 
 
 def env_number(name: str, default: float) -> float:
@@ -512,10 +518,10 @@ def feedback_scheduler_class():
 
         def push_to_hub(self):
             with self.lock:
-                snapshot = upload_snapshot(self.store)
+                snapshot = upload_snapshot(self.store, already_uploaded=set(self.uploaded))
             prefix = f"{self.path_in_repo.strip('/')}/" if self.path_in_repo else ""
             changed = {path: data for path, data in snapshot.items()
-                       if self.uploaded.get(path) != hashlib.sha256(data).digest()}
+                       if data is not None and self.uploaded.get(path) != hashlib.sha256(data).digest()}
             gone = [path for path in self.uploaded if path not in snapshot]
             if not changed and not gone:
                 return None
@@ -533,10 +539,11 @@ def feedback_scheduler_class():
     return FeedbackScheduler
 
 
-def upload_snapshot(store: FeedbackStore) -> dict[str, bytes]:
+def upload_snapshot(store: FeedbackStore, already_uploaded: set = frozenset()) -> dict[str, bytes | None]:
     """Every writer folder's ``metadata.jsonl`` and its photos, as bytes keyed by their path under the root,
-    each folder read under its lock so a metadata file and its photos agree."""
-    snapshot = {}
+    each folder read under its lock so a metadata file and its photos agree. A photo in ``already_uploaded``
+    is None, not read again: its name is the hash of its pixels, so it cannot have changed."""
+    snapshot: dict[str, bytes | None] = {}
     for folder in writer_folders(store.root):
         with store.locked() if folder == store.folder else folder_lock(folder):
             metadata = folder / METADATA_FILE
@@ -545,9 +552,9 @@ def upload_snapshot(store: FeedbackStore) -> dict[str, bytes]:
             relative = metadata.parent.relative_to(store.root).as_posix()
             snapshot[f"{relative}/{METADATA_FILE}"] = metadata.read_bytes()
             for record in read_metadata(metadata):
-                photo = folder / record["file_name"]
+                photo, path_in_root = folder / record["file_name"], f"{relative}/{record['file_name']}"
                 if photo.is_file():
-                    snapshot[f"{relative}/{record['file_name']}"] = photo.read_bytes()
+                    snapshot[path_in_root] = None if path_in_root in already_uploaded else photo.read_bytes()
     return snapshot
 
 
@@ -571,18 +578,37 @@ def read_records(root) -> list[dict]:
     return sorted(latest.values(), key=lambda record: (record.get("time", ""), record["record_id"]))
 
 
+def model_answer(record: dict) -> str:
+    """What the model told the person: its verdict when it said it is no flower or no species it knows."""
+    verdict = record.get("verdict")
+    if verdict == "not_a_flower":
+        return NOT_A_FLOWER_LABEL
+    if verdict == "unknown_species":
+        return "unknown species"
+    return record.get("model_top1") or "?"
+
+
+def agrees(record: dict) -> bool:
+    """The person confirmed the model: the same species, or the same "no flower" / "not one of mine" call."""
+    answer = model_answer(record)
+    if answer == NOT_A_FLOWER_LABEL:
+        return record.get("label_kind") == "not_a_flower"
+    if answer == "unknown species":
+        return record.get("label_kind") == "other"
+    return record.get("label_kind") == "known" and record["label"] == answer
+
+
 def summary(root, top: int = 10) -> str:
     """Counts by label and the corrections people made most often (``model's answer -> their name: count``)."""
     records = read_records(root)
     if not records:
         return f"no feedback in {root}"
-    confirmed = sum(record["label"] == record.get("model_top1") for record in records)
+    confirmed = sum(agrees(record) for record in records)
     lines = [f"{len(records)} photo(s) labelled in {root}: {confirmed} confirmed the model's answer, "
              f"{len(records) - confirmed} corrected it", "", "By label:"]
     by_label = collections.Counter(record["label"] for record in records)
     lines += [f"  {label}: {count}" for label, count in sorted(by_label.items(), key=lambda item: (-item[1], item[0]))]
-    pairs = collections.Counter((record.get("model_top1") or "?", record["label"]) for record in records
-                                if record["label"] != record.get("model_top1"))
+    pairs = collections.Counter((model_answer(record), record["label"]) for record in records if not agrees(record))
     if pairs:
         lines += ["", "Most corrected (the model said -> people said):"]
         ranked = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:top]

@@ -451,11 +451,14 @@ def test_summary_counts_labels_and_the_most_corrected_pairs(store):
     save(store, photo(10), "rose", top1="rose")
     save(store, photo(11), "rose", top1="carnation")
     save(store, photo(12), "", "not_a_flower", top1="daisy")
+    save(store, photo(13), "", "not_a_flower", top1="daisy", verdict="not_a_flower")  # agreed: no flower
+    save(store, photo(14), "Blue poppy", "other", top1="daisy", verdict="unknown_species")  # agreed: not one of its
+    save(store, photo(15), "rose", top1="daisy", verdict="not_a_flower")
     text = summary(store.root)
-    assert f"6 photo(s) labelled in {store.root}: 1 confirmed the model's answer, 5 corrected it" in text
-    assert "By label:\n  carnation: 3\n  rose: 2\n  not a flower: 1\n" in text
+    assert f"9 photo(s) labelled in {store.root}: 3 confirmed the model's answer, 6 corrected it" in text
+    assert "By label:\n  carnation: 3\n  rose: 3\n  not a flower: 2\n  Blue poppy: 1\n" in text
     assert text.endswith("Most corrected (the model said -> people said):\n  sweet william -> carnation: 3\n"
-                         "  carnation -> rose: 1\n  daisy -> not a flower: 1")
+                         "  carnation -> rose: 1\n  daisy -> not a flower: 1\n  not a flower -> rose: 1")
     assert summary(store.root, top=1).endswith("sweet william -> carnation: 3")
     assert summary(store.root.parent / "empty") == f"no feedback in {store.root.parent / 'empty'}"
 
@@ -580,6 +583,12 @@ def test_the_scheduler_uploads_locked_snapshots_and_deletes_undone_photos(store)
         assert metadata == (store.folder / "metadata.jsonl").read_bytes()
 
         assert scheduler.push_to_hub() is None and api.calls == []  # nothing changed: no commit
+        assert feedback.upload_snapshot(store, set(scheduler.uploaded))[prefix + first.file_name] is None  # not read
+
+        third = save(store, photo(3))
+        scheduler.push_to_hub()
+        assert {op.path_in_repo for op in committed(api)["operations"]} == {prefix + "metadata.jsonl",
+                                                                            prefix + third.file_name}
 
         store.undo(first.record_id)
         scheduler.push_to_hub()
@@ -618,3 +627,5 @@ def test_on_a_space_without_a_repo_the_lost_folder_is_logged_once(store, monkeyp
     warnings = [record.message for record in caplog.records if "lost when the Space restarts" in record.message]
     assert len(warnings) == 1 and feedback.ENV_REPO in warnings[0]
     assert store._scheduler is None
+    assert feedback.on_persistent_storage(Path("/data/feedback"))  # a Space's persistent storage: no warning there
+    assert not feedback.on_persistent_storage(Path("/database/feedback"))
