@@ -78,6 +78,7 @@ _SWITCH_VALUES = {"on": True, "1": True, "true": True, "yes": True, "": True,
                   "off": False, "0": False, "false": False, "no": False}
 _FORMAT_CHARS = {"Cf", "Cc", "Cs", "Co", "Cn"}  # control, format (bidi marks, zero-width), surrogate, private, unassigned
 _WRITER_ID = re.compile(r"^[0-9a-f-]{1,64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _space_warning_logged = False
 
 
@@ -288,8 +289,11 @@ def clean_folder(folder: Path, live_names: set[str]) -> int:
     removed = 0
     now = time.time()
     for path in folder.iterdir():
-        orphan_photo = path.suffix == PHOTO_SUFFIX and path.name not in live_names
-        stale_part = path.name.endswith(PART_SUFFIX) and now - path.stat().st_mtime > STALE_PART_SECONDS
+        try:
+            orphan_photo = path.suffix == PHOTO_SUFFIX and path.name not in live_names
+            stale_part = path.name.endswith(PART_SUFFIX) and now - path.stat().st_mtime > STALE_PART_SECONDS
+        except FileNotFoundError:  # a live writer removed its own temporary file (it does so without the lock)
+            continue
         if orphan_photo or stale_part:
             remove_quietly(path)
             removed += 1
@@ -379,6 +383,8 @@ class FeedbackStore:
 
     def undo(self, record_id: str) -> bool:
         """Forget one record of this writer and delete its photo; False when there is no such record."""
+        if not isinstance(record_id, str) or not _SHA256.match(record_id):
+            return False  # not an id save() hands out
         file_name = f"{record_id}{PHOTO_SUFFIX}"
         try:
             with self.locked():
@@ -390,7 +396,7 @@ class FeedbackStore:
                 remove_quietly(self.folder / file_name)
                 fsync_folder(self.folder)
         except OSError as error:
-            raise FeedbackError(f"undoing failed ({error.strerror or error}); the record is still kept") from None
+            raise FeedbackError(f"undoing failed ({error.strerror or error}); try again") from None
         return True
 
     def _commit(self, part: Path, record: dict) -> bool:
@@ -400,11 +406,14 @@ class FeedbackStore:
             records = self._read_metadata()
             kept = [old for old in records if old["file_name"] != record["file_name"]]
             replaced = len(kept) < len(records)
+            before = self._metadata_identity()
             os.replace(part, photo)  # same pixels give the same bytes: replacing an old copy changes nothing
             try:
                 self._write_metadata(kept + [record])
             except BaseException:
-                if not replaced:  # without its record the photo must not stay (the old record keeps its copy)
+                # The metadata rename is the commit point: before it, a new photo must not stay without its record;
+                # after it (only the folder's fsync failed), the record names the photo, so the photo stays.
+                if not replaced and self._metadata_identity() == before:
                     remove_quietly(photo)
                 raise
         return replaced

@@ -105,6 +105,7 @@ def test_undo_removes_the_record_and_the_photo(store):
     undone = save(store, photo(2))
     assert store.undo(undone.record_id) is True
     assert store.undo(undone.record_id) is False
+    assert store.undo("../" + kept.record_id) is False and store.undo(None) is False
     assert [record["record_id"] for record in read_records(store.root)] == [kept.record_id]
     assert visible_files(store.folder) == {kept.file_name, "metadata.jsonl"}
     assert store.undo(kept.record_id) is True
@@ -245,6 +246,20 @@ def test_a_metadata_rewrite_cut_short_keeps_the_previous_file(store, monkeypatch
         save(store, photo(2))
     assert (store.folder / "metadata.jsonl").read_bytes() == before
     assert [record["record_id"] for record in read_records(store.root)] == [confirmed.record_id]
+
+
+def test_a_failed_folder_sync_after_the_commit_keeps_the_photo_its_record_names(store, monkeypatch):
+    real_fsync_folder = feedback.fsync_folder
+
+    def fail_once(folder):
+        monkeypatch.setattr(feedback, "fsync_folder", real_fsync_folder)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(feedback, "fsync_folder", fail_once)
+    with pytest.raises(FeedbackError, match="Input/output error"):
+        save(store, photo(1))
+    (line,) = metadata_lines(store)
+    assert (store.folder / line["file_name"]).is_file() and len(read_records(store.root)) == 1
 
 
 def test_a_failed_record_write_takes_its_photo_back(store, monkeypatch):
