@@ -72,13 +72,15 @@ JPEG_QUALITY = 90
 MAX_LABEL_LENGTH = 80
 NOT_A_FLOWER_LABEL = "not a flower"
 PREDICTION_SET_SEPARATOR = "|"
-# A temporary file older than this cannot belong to a save in progress (a save takes well under a second).
+# A temporary file older than this cannot belong to a save in progress (a save takes seconds at most, even with
+# 16 at once on a busy 2-core machine: benchmarks/bench_feedback_store.py).
 STALE_PART_SECONDS = 600
 _SWITCH_VALUES = {"on": True, "1": True, "true": True, "yes": True, "": True,
                   "off": False, "0": False, "false": False, "no": False}
-_FORMAT_CHARS = {"Cf", "Cc", "Cs", "Co", "Cn"}  # control, format (bidi marks, zero-width), surrogate, private, unassigned
-_WRITER_ID = re.compile(r"^[0-9a-f-]{1,64}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Control, format (bidi marks, zero-width), surrogate, private-use and unassigned characters.
+_FORMAT_CHARS = {"Cf", "Cc", "Cs", "Co", "Cn"}
+_WRITER_ID = re.compile(r"[0-9a-f-]{1,64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _space_warning_logged = False
 
 
@@ -312,9 +314,10 @@ class FeedbackStore:
         self.root = Path(root).expanduser().resolve()
         self.max_bytes = int(max_mb * 1024 * 1024)
         self.writer_id = writer_id or uuid.uuid4().hex
-        if not _WRITER_ID.match(self.writer_id):
+        if not _WRITER_ID.fullmatch(self.writer_id):
             # Hex only: ``datasets`` takes a folder named like "train" or "test-1" for a split of its own.
-            raise FeedbackError(f"writer_id must be 1-64 lowercase hex digits or dashes (a uuid); got {self.writer_id!r}")
+            raise FeedbackError(f"writer_id must be 1-64 lowercase hex digits or dashes (a uuid); "
+                                f"got {self.writer_id!r}")
         self.class_names = tuple(class_names)
         self.folder = self.root / DATA_DIR / self.writer_id
         self._lock = threading.Lock()
@@ -383,7 +386,7 @@ class FeedbackStore:
 
     def undo(self, record_id: str) -> bool:
         """Forget one record of this writer and delete its photo; False when there is no such record."""
-        if not isinstance(record_id, str) or not _SHA256.match(record_id):
+        if not isinstance(record_id, str) or not _SHA256.fullmatch(record_id):
             return False  # not an id save() hands out
         file_name = f"{record_id}{PHOTO_SUFFIX}"
         try:

@@ -513,7 +513,7 @@ def test_from_env(tmp_path, monkeypatch):
 
 def test_writer_ids_are_unique_and_never_a_split_name(tmp_path):
     assert FeedbackStore(tmp_path).writer_id != FeedbackStore(tmp_path).writer_id
-    for bad in ("train", "../x", "A" * 65, "f" * 65):
+    for bad in ("train", "../x", "A" * 65, "f" * 65, "abc\n"):
         with pytest.raises(FeedbackError, match="writer_id"):
             FeedbackStore(tmp_path, writer_id=bad)
 
