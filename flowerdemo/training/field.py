@@ -126,17 +126,3 @@ def field_part(samples: list[FieldSample], split: FieldSplit, part: str) -> list
     if part not in FIELD_PARTS + ("all",):
         raise ValueError(f"part must be one of {', '.join(FIELD_PARTS + ('all',))}; got {part!r}")
     return [s for s in samples if part == "all" or split.part(s.path) == part]
-
-
-def read_feedback_samples(root: str | Path) -> list[FieldSample]:
-    """The app's feedback store (flowerdemo/feedback.py) as photos from elsewhere: a correction to one of the
-    model's species is ``known``, "another species" is ``unknown``, "not a flower" is ``not_a_flower``."""
-    from ..feedback import read_records
-
-    kinds = {"known": "known", "other": "unknown", "not_a_flower": "not_a_flower"}
-    samples = []
-    for record in read_records(root):
-        kind = kinds[record["label_kind"]]
-        samples.append(FieldSample(str(record["path"]), "feedback", kind, record["label"],
-                                   (record["label"],) if kind == "known" else ()))
-    return samples
