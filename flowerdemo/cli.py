@@ -280,6 +280,8 @@ def verdict_cell(prediction) -> str:
         return f"NOT A FLOWER ({prediction.looks_like})"[:24] if prediction.looks_like else "NOT A FLOWER"
     if prediction.verdict == "unknown_species":
         return "unknown species"
+    if prediction.verdict == "too_small":
+        return "too small/blurry to tell"
     if len(prediction.prediction_set) > 1:
         return f"one of {len(prediction.prediction_set)}"
     return "species" if prediction.verdict else "?"

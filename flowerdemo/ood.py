@@ -25,7 +25,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-VERDICTS = ("species", "unknown_species", "not_a_flower")
+VERDICTS = ("species", "unknown_species", "not_a_flower", "too_small")
+# The Laplacian whose mean magnitude on the model's input measures how much fine detail a photo has: a thumbnail
+# or a soft phone crop blown up to the input size has little (training/augment.py makes such photos to train on).
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
 
 # ImageNet synsets whose photos are often of flowers or other plants, or of things that go with blooms
 # (a pot, a vase, a bee or butterfly on a flower). WordNet ids, so the list does not depend on class order.
@@ -80,6 +83,14 @@ def knn_distance(embeddings, bank: torch.Tensor, k: int) -> np.ndarray:
     return (1.0 - similarity.topk(k, dim=1).values[:, -1]).double().numpy()
 
 
+def sharpness(batch: torch.Tensor) -> np.ndarray:
+    """[B] mean absolute Laplacian of the channel mean of normalised model inputs [B, 3, H, W]: low for photos
+    too small or too soft to show the detail species are told apart by. Computed on the model's own input, so the
+    app, the evaluator and the exporter measure the same thing."""
+    gray = batch.float().mean(dim=1, keepdim=True)
+    return torch.nn.functional.conv2d(gray, _LAPLACIAN.to(gray.device)).abs().mean(dim=(1, 2, 3)).double().cpu().numpy()
+
+
 def log_softmax_np(logits) -> np.ndarray:
     logits = np.asarray(logits, dtype=np.float64)
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -98,6 +109,8 @@ class GateScores:
     combined: np.ndarray  # log-odds of "not a flower"
     imagenet_top: np.ndarray  # ImageNet's most likely class
     plant_like: np.ndarray  # bool: that class is plant-like
+    unknown: np.ndarray | None = None  # "a species I don't know" score (k-NN distance and the top probability)
+    sharpness: np.ndarray | None = None  # fine detail in the input (:func:`sharpness`); None: not measured
 
 
 @dataclass(frozen=True)
@@ -110,8 +123,17 @@ class FlowerGate:
     bias: float
     reject_threshold: float  # combined log-odds above this: not a flower
     knn_reject_threshold: float  # a plant-like photo is rejected only if its k-NN distance is also above this
-    unknown_threshold: float  # an accepted photo whose k-NN distance is above this: an unknown species
+    unknown_threshold: float  # an accepted photo whose unknown-species score is above this: an unknown species
     plant_like: tuple = ()  # ImageNet class indices
+    # The unknown-species score: w_knn * k-NN distance + w_top * (-log top probability) + bias. The default
+    # (1, 0, 0) is the k-NN distance alone, as models exported before photos from elsewhere were calibrated on.
+    unknown_weights: tuple = (1.0, 0.0)
+    unknown_bias: float = 0.0
+    # A photo whose input sharpness is below this is too small or too soft to judge well (0: never): it is
+    # called "too small" rather than an unknown species or "not a flower", unless its "not a flower" log-odds
+    # also clear ``low_quality_reject_threshold`` (fitted on such photos of flowers).
+    low_quality_sharpness: float = 0.0
+    low_quality_reject_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.knn_k, int) or isinstance(self.knn_k, bool) or self.knn_k < 1:
@@ -120,7 +142,14 @@ class FlowerGate:
         if not weights or not all(_is_number(w) for w in weights):
             raise GateConfigError("gate.imagenet_weights must be a non-empty list of finite numbers")
         object.__setattr__(self, "imagenet_weights", tuple(float(w) for w in weights))
-        for name in ("knn_weight", "bias", "reject_threshold", "knn_reject_threshold", "unknown_threshold"):
+        if self.low_quality_reject_threshold is None:
+            object.__setattr__(self, "low_quality_reject_threshold", self.reject_threshold)
+        unknown_weights = tuple(self.unknown_weights)
+        if len(unknown_weights) != 2 or not all(_is_number(w) for w in unknown_weights):
+            raise GateConfigError("gate.unknown_weights must be 2 finite numbers (k-NN distance, -log top probability)")
+        object.__setattr__(self, "unknown_weights", tuple(float(w) for w in unknown_weights))
+        for name in ("knn_weight", "bias", "reject_threshold", "knn_reject_threshold", "unknown_threshold",
+                     "unknown_bias", "low_quality_sharpness", "low_quality_reject_threshold"):
             if not _is_number(getattr(self, name)):
                 raise GateConfigError(f"gate.{name} must be a finite number, got {getattr(self, name)!r}")
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -133,8 +162,11 @@ class FlowerGate:
     def imagenet_classes(self) -> int:
         return len(self.imagenet_weights)
 
-    def scores(self, imagenet_logits, embeddings, bank: torch.Tensor) -> GateScores:
-        """The parts of the rule for ImageNet logits [B, 1000] and pooled flower embeddings [B, C]."""
+    def scores(self, imagenet_logits, embeddings, bank: torch.Tensor, probabilities=None,
+               input_sharpness=None) -> GateScores:
+        """The parts of the rule for ImageNet logits [B, 1000] and pooled flower embeddings [B, C]; with the
+        calibrated species probabilities [B, K] the unknown-species score uses the top one too, and with the
+        inputs' :func:`sharpness` [B] the too-small rule applies."""
         imagenet_logits = np.asarray(imagenet_logits, dtype=np.float64)
         if imagenet_logits.ndim != 2 or imagenet_logits.shape[1] != self.imagenet_classes:
             raise ValueError(f"imagenet logits must be [B, {self.imagenet_classes}], got {imagenet_logits.shape}")
@@ -142,22 +174,56 @@ class FlowerGate:
         imagenet = log_softmax_np(imagenet_logits) @ np.asarray(self.imagenet_weights)
         top = imagenet_logits.argmax(axis=1)
         return GateScores(knn=knn, imagenet=imagenet, combined=imagenet + self.knn_weight * knn + self.bias,
-                          imagenet_top=top, plant_like=np.isin(top, self.plant_like))
+                          imagenet_top=top, plant_like=np.isin(top, self.plant_like),
+                          unknown=self.unknown_scores(knn, probabilities),
+                          sharpness=None if input_sharpness is None else np.asarray(input_sharpness, dtype=np.float64))
+
+    def unknown_scores(self, knn: np.ndarray, probabilities=None) -> np.ndarray:
+        w_knn, w_top = self.unknown_weights
+        if w_top and probabilities is None:
+            raise ValueError("this model's unknown-species rule needs the calibrated species probabilities")
+        surprise = 0.0 if not w_top else -np.log(np.clip(np.asarray(probabilities, dtype=np.float64).max(axis=1), 1e-12, 1.0))
+        return w_knn * np.asarray(knn) + w_top * surprise + self.unknown_bias
+
+    def low_quality(self, scores: GateScores) -> np.ndarray:
+        """bool [B]: too small or too soft to judge well (False where sharpness was not measured)."""
+        if scores.sharpness is None or not self.low_quality_sharpness:
+            return np.zeros(len(scores.knn), dtype=bool)
+        return scores.sharpness < self.low_quality_sharpness
 
     def rejected(self, scores: GateScores) -> np.ndarray:
-        """bool [B]: not a flower. The ImageNet view alone never rejects a photo it files as plant-like."""
+        """bool [B]: not a flower. The ImageNet view alone never rejects a photo it files as plant-like, and a
+        photo too small to judge is rejected only on the stricter evidence fitted on small photos of flowers."""
         far = scores.knn > self.knn_reject_threshold
-        return (scores.combined > self.reject_threshold) & (~scores.plant_like | far)
+        threshold = np.where(self.low_quality(scores), max(self.reject_threshold, self.low_quality_reject_threshold),
+                             self.reject_threshold)
+        return (scores.combined > threshold) & (~scores.plant_like | far)
 
     def verdicts(self, scores: GateScores) -> list[str]:
+        """species / unknown_species / not_a_flower / too_small per photo. "too small" replaces what a small or
+        soft photo would otherwise be told (an unknown species, or not a flower on the ordinary evidence): that
+        may be the photo's fault, not the flower's."""
         rejected = self.rejected(scores)
-        unknown = scores.knn > self.unknown_threshold
-        return [VERDICTS[2] if r else VERDICTS[1] if u else VERDICTS[0] for r, u in zip(rejected, unknown)]
+        unknown = (scores.unknown if scores.unknown is not None else scores.knn) > self.unknown_threshold
+        ordinary_reject = (scores.combined > self.reject_threshold) & (~scores.plant_like | (scores.knn > self.knn_reject_threshold))
+        small = self.low_quality(scores)
+        verdicts = []
+        for r, u, o, q in zip(rejected, unknown, ordinary_reject, small):
+            if r:
+                verdicts.append(VERDICTS[2])
+            elif q and (u or o):
+                verdicts.append(VERDICTS[3])
+            else:
+                verdicts.append(VERDICTS[1] if u else VERDICTS[0])
+        return verdicts
 
     def to_dict(self) -> dict:
         return {"knn_k": self.knn_k, "knn_weight": self.knn_weight, "bias": self.bias,
                 "reject_threshold": self.reject_threshold, "knn_reject_threshold": self.knn_reject_threshold,
                 "unknown_threshold": self.unknown_threshold, "plant_like": list(self.plant_like),
+                "unknown_weights": list(self.unknown_weights), "unknown_bias": self.unknown_bias,
+                "low_quality_sharpness": self.low_quality_sharpness,
+                "low_quality_reject_threshold": self.low_quality_reject_threshold,
                 "imagenet_weights": [round(w, 6) for w in self.imagenet_weights]}
 
     @classmethod
@@ -171,7 +237,13 @@ class FlowerGate:
             raise GateConfigError(f"gate is missing {', '.join(missing)}")
         if not isinstance(data["imagenet_weights"], list) or not isinstance(data.get("plant_like", []), list):
             raise GateConfigError("gate.imagenet_weights and gate.plant_like must be lists")
-        return cls(**{name: data[name] for name in fields}, plant_like=tuple(data.get("plant_like", [])))
+        optional = {name: data[name] for name in ("unknown_bias", "low_quality_sharpness", "low_quality_reject_threshold")
+                    if name in data}
+        if "unknown_weights" in data:
+            if not isinstance(data["unknown_weights"], list):
+                raise GateConfigError("gate.unknown_weights must be a list")
+            optional["unknown_weights"] = tuple(data["unknown_weights"])
+        return cls(**{name: data[name] for name in fields}, plant_like=tuple(data.get("plant_like", [])), **optional)
 
 
 def _is_number(value) -> bool:

@@ -18,7 +18,7 @@ from PIL import Image
 from .artifact import ModelLoadError, ModelMetadata, load_artifact, quiet_torchscript
 from .gradcam import contrast_maps, gradcam_maps
 from .hub import ModelSource, parse_source, resolve_model_file
-from .ood import pooled_embedding
+from .ood import pooled_embedding, sharpness
 from .preprocess import ImageSource, eval_transform, load_image, view_transform
 
 NOT_A_FLOWER_MESSAGE = "If it is a flower, try a closer photo of the bloom."
@@ -52,6 +52,9 @@ class Prediction:
                 "ood_score": None if self.ood_score is None else round(self.ood_score, 6)}
 
 
+# Verdicts that come with a prediction set: a named species ("one of ..."), and a photo too small to judge well,
+# whose best guesses are the set (larger, since such photos are calibrated on too).
+SET_VERDICTS = (None, "species", "too_small")
 # Top two within this calibrated probability of each other count as "close": worth a "why A and not B" map.
 CLOSE_CALL = 0.25
 
@@ -134,7 +137,7 @@ class FlowerClassifier:
     def predict_batch(self, images: Sequence[ImageSource], top_k: int = 5) -> list[Prediction]:
         batch = torch.stack([self.preprocess(image) for image in images])
         features, imagenet = self._networks(batch)
-        return self._predictions(features, self.module.head(features), imagenet, top_k)
+        return self._predictions(features, self.module.head(features), imagenet, top_k, sharpness(batch))
 
     def _networks(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(species feature map, ImageNet view's logits or None when the model has no verdict rule).
@@ -181,7 +184,7 @@ class FlowerClassifier:
         with torch.inference_mode():
             batch = self.transform(picture).unsqueeze(0)
             features, imagenet = self._networks(batch)
-            prediction = self._predictions(features, self.module.head(features), imagenet, top_k)[0]
+            prediction = self._predictions(features, self.module.head(features), imagenet, top_k, sharpness(batch))[0]
         # Gradients are needed only through the small head, so the feature map is computed once, gradient-free.
         heatmaps = gradcam_maps(self.module.head, features.clone(), prediction.class_indices[:cam_classes])
         contrast, pair = None, None
@@ -192,7 +195,7 @@ class FlowerClassifier:
         return Explanation(prediction, self.view_transform(picture), heatmaps, contrast, pair)
 
     def _predictions(self, features: torch.Tensor, logits: torch.Tensor, imagenet: torch.Tensor | None,
-                     top_k: int) -> list[Prediction]:
+                     top_k: int, input_sharpness: np.ndarray | None = None) -> list[Prediction]:
         if not 1 <= top_k:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         meta = self.metadata
@@ -201,7 +204,8 @@ class FlowerClassifier:
         count = len(logits)
         verdicts, looks_like, combined = [None] * count, [None] * count, [None] * count
         if meta.gate is not None:
-            scores = meta.gate.scores(imagenet.numpy(), pooled_embedding(features), self.ood_bank)
+            scores = meta.gate.scores(imagenet.numpy(), pooled_embedding(features), self.ood_bank,
+                                      probabilities.numpy(), input_sharpness)
             verdicts = meta.gate.verdicts(scores)
             looks_like = [meta.imagenet_class_names[i] if v == "not_a_flower" else None
                           for i, v in zip(scores.imagenet_top, verdicts)]
@@ -214,7 +218,7 @@ class FlowerClassifier:
                 top_k=tuple((self.class_names[i], float(p)) for i, p in zip(row_indices, row_values)),
                 class_indices=tuple(row_indices),
                 verdict=verdicts[row],
-                prediction_set=tuple(self.class_names[i] for i in in_set) if verdicts[row] in (None, "species") else (),
+                prediction_set=tuple(self.class_names[i] for i in in_set) if verdicts[row] in SET_VERDICTS else (),
                 looks_like=looks_like[row],
                 ood_score=combined[row],
             ))

@@ -334,3 +334,53 @@ def test_published_metadata_and_model_card_name_no_machine_paths(trained, export
             assert place not in text, (place, text[:200])
     recipe_strings = list(_strings(json.loads(extra["flowerdemo.json"])["training_args"]))
     assert not any(s.startswith("/") for s in recipe_strings)
+
+
+def write_field_folder(folder: Path, count: int = 40) -> Path:
+    """A tiny labels.csv folder of photos from elsewhere: known daisies/roses and an unknown species (grey)."""
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    (folder / "images").mkdir(parents=True)
+    colours = {"daisy": (250, 250, 240), "rose": (200, 20, 40), "snowdrop": (128, 128, 128)}
+    with open(folder / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filename", "source", "kind", "class_name", "accept"])
+        for name, colour in colours.items():
+            for index in range(count):
+                filename = f"{name}_{index:03d}.jpg"
+                pixels = np.clip(np.array(colour) + rng.integers(-40, 40, size=(64, 64, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / "images" / filename)
+                kind = "unknown" if name == "snowdrop" else "known"
+                writer.writerow([filename, "web", kind, name, "" if kind == "unknown" else name])
+    return folder
+
+
+def test_export_calibrates_on_the_calibration_share_of_photos_from_elsewhere(trained, tmp_path):
+    from flowerdemo.training.field import FieldSplit, read_field_labels
+
+    root, out, _, _ = trained
+    field = write_field_folder(tmp_path / "elsewhere")
+    folder = tmp_path / "model"
+    export.main(export.get_args_parser().parse_args([
+        "--checkpoint", str(out / "model_best.pth"), "--output", str(folder), "--dataset", "imagefolder",
+        "--data-path", str(root), "--nonflowers-path", str(root / "nonflowers"), "--workers", "0", "--knn-k", "2",
+        "--accept", "0.9", "--extra-data", str(field), "--test-split", "",
+    ]))
+    _, metadata = load_artifact(folder / "model.pt")
+    rows, split = read_field_labels(field), FieldSplit()  # the recipe's default split: 0.5 / 0.2
+    calibration = [r for r in rows if split.part(r.path) == "calibration"]
+    unknown_untrained = [r for r in rows if r.kind == "unknown" and split.part(r.path) == "train"]
+    pool = metadata.metrics["calibration_pool"]
+    # by hand: the calibration share of every kind, plus the unknown species of the training share; no test photo
+    assert pool["field_photos"] == len(calibration) + len(unknown_untrained)
+    assert pool["field_known"] == sum(r.kind == "known" for r in calibration)
+    assert pool["field_unknown_species"] == sum(r.kind == "unknown" for r in calibration) + len(unknown_untrained)
+    assert pool["val_photos"] == 2 * len(CLASSES)
+    # the unknown-species rule was fitted on them (not the k-NN distance alone) and says how
+    assert metadata.gate.unknown_weights != (1.0, 0.0)
+    assert metadata.metrics["unknown_species_fit"]["unknown_species"] == pool["field_unknown_species"]
+    assert metadata.gate.low_quality_sharpness > 0

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..ood import pooled_embedding
+from ..ood import pooled_embedding, sharpness
 
 Stage = Callable[[torch.Tensor], torch.Tensor]
 
@@ -21,6 +21,7 @@ class Outputs:
     embeddings: np.ndarray  # [N, C] pooled feature maps
     labels: np.ndarray  # [N], -1 where unknown
     imagenet_logits: np.ndarray | None = None  # [N, 1000], when the ImageNet view was asked for
+    sharpness: np.ndarray | None = None  # [N] fine detail in each input (ood.sharpness: the too-small rule)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -35,17 +36,18 @@ def collect_outputs(features: Stage, head: Stage, loader, device: torch.device =
     ``forward_features``/``forward_head``, a TorchScript artifact its exported ``features``/``head`` (and
     ``imagenet_logits`` for the ImageNet view). The caller puts the network in eval mode.
     """
-    logits, embeddings, labels, imagenet_logits = [], [], [], []
+    logits, embeddings, labels, imagenet_logits, detail = [], [], [], [], []
     for images, targets in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
         images = images.to(device, non_blocking=True)
         feature_map = features(images)
         logits.append(head(feature_map).float().cpu().numpy())
         embeddings.append(pooled_embedding(feature_map).cpu().numpy())
         labels.append(np.asarray(targets))
+        detail.append(sharpness(images))
         if imagenet is not None:
             imagenet_logits.append(imagenet(images).float().cpu().numpy())
     return Outputs(np.concatenate(logits), np.concatenate(embeddings), np.concatenate(labels).astype(np.int64),
-                   np.concatenate(imagenet_logits) if imagenet is not None else None)
+                   np.concatenate(imagenet_logits) if imagenet is not None else None, np.concatenate(detail))
 
 
 @torch.no_grad()

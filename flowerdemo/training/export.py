@@ -272,6 +272,9 @@ class GateTargets:
     knn_reject: float = 0.90  # ... and its non-flower target
     unknown_accept: float = 0.99  # known val flowers within the "unknown species" distance
     knn_k: int = 5
+    unknown_species_accept: float = 0.95  # with photos from elsewhere: known flowers kept by the unknown rule
+    low_quality_accept: float = 0.995  # small/soft calibration flowers the stricter "not a flower" rule keeps
+    low_quality_fraction: float = 0.5  # "too small": sharpness under this share of val's 1st percentile
 
 
 def gate_features(outputs: Outputs, bank: torch.Tensor, k: int) -> np.ndarray:
@@ -319,6 +322,137 @@ def fit_gate(val: Outputs, nonflowers: Outputs, bank: torch.Tensor, plant_like: 
     }
     return gate, report
 
+
+
+# ------------------------------------------------------------------------------------------------ calibration pool
+
+
+@dataclass(frozen=True)
+class CalibrationPool:
+    """What the temperature, the prediction sets and the verdict rule are fitted on: the val photos never
+    trained on and, with ``--extra-data``, the calibration share of the photos from elsewhere (never trained on,
+    never reported on; training/field.py). ``field`` rows carry their accepted class indices; unknown species
+    carry none."""
+
+    val: Outputs
+    field: Outputs | None = None
+    field_kinds: tuple = ()
+    field_accept: tuple = ()  # per field photo, the accepted class indices
+
+    @property
+    def has_field(self) -> bool:
+        return self.field is not None and len(self.field) > 0
+
+    def known_field(self) -> np.ndarray:
+        return np.array([kind in ("known", "loose") and bool(accept)
+                         for kind, accept in zip(self.field_kinds, self.field_accept)], dtype=bool)
+
+    def unknown_field(self) -> np.ndarray:
+        return np.array([kind == "unknown" for kind in self.field_kinds], dtype=bool)
+
+    def labelled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits, labels, sharpness) of every photo of a known species: val, then the field's known and
+        genus-level photos, each labelled with the accepted class the model ranks highest (any of them is right)."""
+        if not self.has_field:
+            return self.val.logits, self.val.labels, self.val.sharpness
+        known = self.known_field()
+        logits = self.field.logits[known]
+        labels = np.array([max(accept, key=lambda i: row[i]) for row, accept
+                           in zip(logits, [a for a, k in zip(self.field_accept, known) if k])], dtype=np.int64)
+        return (np.concatenate([self.val.logits, logits]), np.concatenate([self.val.labels, labels]),
+                np.concatenate([self.val.sharpness, self.field.sharpness[known]]))
+
+    def flowers(self) -> Outputs:
+        """Every flower photo (known and unknown species): what "not a flower" must accept."""
+        if not self.has_field:
+            return self.val
+        parts = (self.val, self.field)
+        return Outputs(np.concatenate([o.logits for o in parts]), np.concatenate([o.embeddings for o in parts]),
+                       np.concatenate([self.val.labels, np.full(len(self.field), -1)]),
+                       np.concatenate([o.imagenet_logits for o in parts]), np.concatenate([o.sharpness for o in parts]))
+
+
+def field_calibration_rows(folders, recipe: Recipe) -> list:
+    """The photos from elsewhere to calibrate on: the calibration share of every kind of flower, and also the
+    unknown species of the training share (the trainer never learns from those). Never the test share."""
+    from .field import read_feedback_samples, read_field_labels
+
+    rows = []
+    split = recipe.field_split
+    for folder in folders:
+        folder = Path(folder)
+        every = read_field_labels(folder) if (folder / "labels.csv").is_file() else read_feedback_samples(folder)
+        rows += [row for row in every if row.kind != "not_a_flower" and
+                 (split.part(row.path) == "calibration" or (row.kind == "unknown" and split.part(row.path) == "train"))]
+    return rows
+
+
+def fit_unknown_rule(pool: CalibrationPool, bank: torch.Tensor, temperature: float, gate: FlowerGate,
+                     targets: GateTargets) -> tuple[FlowerGate, dict]:
+    """"A flower I don't know" from known flowers (val and the field's) against the field's unknown species:
+    a logistic regression on the k-NN distance and the surprise of the top class (-log p), its threshold
+    keeping ``unknown_species_accept`` of the known flowers (on out-of-fold scores)."""
+    known_field, unknown_field = pool.known_field(), pool.unknown_field()
+    if not unknown_field.any():
+        return gate, {"fitted_on": "val k-NN distance only (no unknown species among the photos from elsewhere)"}
+
+    def features(outputs: Outputs, rows) -> np.ndarray:
+        knn = knn_distance(outputs.embeddings[rows], bank, gate.knn_k)
+        top = softmax(outputs.logits[rows], temperature).max(axis=1)
+        return np.stack([knn, -np.log(np.clip(top, 1e-12, 1.0))], axis=1)
+
+    every = np.ones(len(pool.val), dtype=bool)
+    known = np.concatenate([features(pool.val, every), features(pool.field, known_field)])
+    unknown = features(pool.field, unknown_field)
+    x = np.concatenate([known, unknown])
+    y = np.r_[np.zeros(len(known)), np.ones(len(unknown))]
+    oof = out_of_fold_scores(x, y, l2=0.01, folds=5)
+    weights, bias = fit_logistic(x, y, l2=0.01)
+    threshold = threshold_at_acceptance(oof[y == 0], targets.unknown_species_accept)
+    fitted = replace(gate, unknown_weights=(float(weights[0]), float(weights[1])), unknown_bias=float(bias),
+                     unknown_threshold=threshold)
+    report = {"known_flowers": int(len(known)), "unknown_species": int(len(unknown)),
+              "weights": {"knn": float(weights[0]), "surprise": float(weights[1])},
+              "oof_auroc": roc_auc(oof[y == 1], oof[y == 0]),
+              "oof_known_called_unknown": float((oof[y == 0] > threshold).mean()),
+              "oof_unknown_called_unknown": float((oof[y == 1] > threshold).mean())}
+    return fitted, report
+
+
+def fit_low_quality_rule(pool: CalibrationPool, gate: FlowerGate, bank: torch.Tensor, temperature: float,
+                         targets: GateTargets) -> tuple[FlowerGate, dict]:
+    """"Too small or blurry to tell well": a sharpness under ``low_quality_fraction`` of the val photos' 1st
+    percentile; such a photo is "not a flower" only past the log-odds that ``low_quality_accept`` of the small
+    calibration flowers stay under (so smallness alone never makes a flower "not a flower")."""
+    level = float(np.percentile(pool.val.sharpness, 1)) * targets.low_quality_fraction
+    flowers = pool.flowers()
+    scores = gate.scores(flowers.imagenet_logits, flowers.embeddings, bank, softmax(flowers.logits, temperature))
+    small = flowers.sharpness < level
+    report = {"sharpness_threshold": level, "small_calibration_flowers": int(small.sum()),
+              "val_photos_small": float((pool.val.sharpness < level).mean())}
+    strict = gate.reject_threshold
+    if small.sum() >= 20:
+        strict = max(strict, threshold_at_acceptance(scores.combined[small], targets.low_quality_accept))
+    report["reject_threshold"] = strict
+    return replace(gate, low_quality_sharpness=level, low_quality_reject_threshold=strict), report
+
+
+def fit_on_pool(pool: CalibrationPool, fit_out: Outputs, bank: torch.Tensor, plant_like: tuple, targets: GateTargets,
+                level: float, penalty: float | None, k_reg: int):
+    """(temperature, prediction sets, verdict rule, report): every calibration step on the same pool."""
+    logits, labels, _ = pool.labelled()
+    temperature = fit_temperature(logits, labels)
+    sets, sets_report = fit_prediction_sets(Outputs(logits, np.zeros((len(labels), 1)), labels), temperature, level,
+                                            penalty, k_reg)
+    gate, gate_report = fit_gate(pool.flowers(), fit_out, bank, plant_like, targets)
+    gate, unknown_report = fit_unknown_rule(pool, bank, temperature, gate, targets)
+    gate, small_report = fit_low_quality_rule(pool, gate, bank, temperature, targets)
+    pool_report = {"val_photos": int(len(pool.val)), "field_photos": int(len(pool.field)) if pool.has_field else 0,
+                   "field_known": int(pool.known_field().sum()) if pool.has_field else 0,
+                   "field_unknown_species": int(pool.unknown_field().sum()) if pool.has_field else 0}
+    return temperature, sets, gate, {"calibration_pool": pool_report, "prediction_sets_fit": sets_report,
+                                     "gate_fit": gate_report, "unknown_species_fit": unknown_report,
+                                     "too_small_fit": small_report}
 
 # ------------------------------------------------------------------------------------------------ cost
 
@@ -373,6 +507,12 @@ def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.
     parser.add_argument("--rename-classes", action="store_true",
                         help="give the model the dataset's class names when they differ from the weights' own but "
                              "count the same (e.g. torchvision's 'lotus' for 'lotus lotus'; label order must agree)")
+    parser.add_argument("--extra-data", nargs="+", default=[], metavar="FOLDER",
+                        help="the photos from elsewhere the model trained with (train --extra-data): their training "
+                             "share joins the k-NN bank, their calibration share (by the recipe's field split) is "
+                             "calibrated on beside the val photos, and their test share is reported on")
+    parser.add_argument("--unknown-species-accept", type=float, default=GateTargets.unknown_species_accept,
+                        help="with --extra-data: share of known calibration flowers the 'unknown species' rule keeps")
     parser.add_argument("--knn-k", type=int, default=GateTargets.knn_k)
     parser.add_argument("--accept", type=float, default=GateTargets.accept,
                         help="the 'not a flower' threshold accepts at least this share of val flowers, always")
@@ -447,24 +587,32 @@ def main(args) -> dict:
     imagenet_names, plant_like = imagenet_class_info()
     plain = script_model(source.backbone, imagenet, mirror_average=mirror_average)
     check_contract(plain, source.preprocess.crop)
+    extra_folders = list(args.extra_data)
+    if extra_folders:
+        from .data import extra_training_samples
+
+        # the bank holds every photo the network trained on, the extra collections' training share included
+        train_samples = train_samples + extra_training_samples(extra_folders, class_names, recipe.field_split)
     train_out = collect_outputs(plain, source.preprocess, train_samples, args.workers, "train bank", imagenet=False)
     val_out = collect_outputs(plain, source.preprocess, val_samples, args.workers, "val")
     fit_out = collect_outputs(plain, source.preprocess, nonflower_fit, args.workers, "non-flowers (fit)")
+    pool = calibration_pool(plain, source.preprocess, val_out, extra_folders, recipe, class_names, args.workers)
 
-    temperature = fit_temperature(val_out.logits, val_out.labels)
-    sets, sets_report = fit_prediction_sets(val_out, temperature, args.set_level, args.set_penalty, args.set_k_reg)
     bank = normalize(torch.from_numpy(train_out.embeddings))
-    targets = GateTargets(args.accept, args.reject, unknown_accept=args.unknown_accept, knn_k=args.knn_k)
-    gate, gate_report = fit_gate(val_out, fit_out, bank, plant_like, targets)
+    targets = GateTargets(args.accept, args.reject, unknown_accept=args.unknown_accept, knn_k=args.knn_k,
+                          unknown_species_accept=args.unknown_species_accept)
+    temperature, sets, gate, fit_reports = fit_on_pool(pool, fit_out, bank, plant_like, targets, args.set_level,
+                                                       args.set_penalty, args.set_k_reg)
+    gate_report = fit_reports["gate_fit"]
     print(f"temperature {temperature:.3f}; prediction sets at {sets.level:.0%}: qhat {sets.qhat:.4f}; verdict rule: "
           f"L2 {gate_report['l2']}, out-of-fold AUROC {gate_report['oof_auroc']['combined']:.4f} "
-          f"(k-NN alone {gate_report['oof_auroc']['knn']:.4f})")
+          f"(k-NN alone {gate_report['oof_auroc']['knn']:.4f}); calibration pool {fit_reports['calibration_pool']}")
 
     scripted = script_model(source.backbone, imagenet, bank, torch.from_numpy(train_out.labels), mirror_average)
     metadata = assemble_metadata(source, class_names, temperature, gate, imagenet_names, sets, mirror_average, {
         "val": {"top1": float((val_out.logits.argmax(1) == val_out.labels).mean()), "epoch": source.epoch,
                 "images": len(val_out)},
-        "gate_fit": gate_report, "prediction_sets_fit": sets_report, "batchnorm": batchnorm,
+        **fit_reports, "batchnorm": batchnorm,
         "cost": measure_cost(scripted, source.preprocess.crop)})
     output.mkdir(parents=True, exist_ok=True)
     model_path = output / MODEL_FILE
@@ -484,6 +632,22 @@ def main(args) -> dict:
     (output / "metrics.json").write_text(json.dumps(metadata.metrics, indent=2))
     print(f"wrote {output} in {time.time() - started:.0f}s")
     return metadata.metrics
+
+
+def calibration_pool(module, preprocess: PreprocessConfig, val_out: Outputs, folders, recipe: Recipe, class_names,
+                     workers: int) -> CalibrationPool:
+    """The val photos' outputs and, with ``folders``, those of the field's calibration photos."""
+    if not folders:
+        return CalibrationPool(val_out)
+    from .data import Sample
+    from .evaluate import collect_outputs
+
+    rows = field_calibration_rows(folders, recipe)
+    if not rows:
+        raise ExportError(f"--extra-data {' '.join(map(str, folders))} has no photos in its calibration share")
+    index = {name: i for i, name in enumerate(class_names)}
+    outputs = collect_outputs(module, preprocess, [Sample(row.path, -1) for row in rows], workers, "elsewhere (calibration)")
+    return CalibrationPool(val_out, outputs, tuple(row.kind for row in rows), tuple(row.labels(index) for row in rows))
 
 
 def assemble_metadata(source: Source, class_names, temperature: float, gate: FlowerGate, imagenet_names,

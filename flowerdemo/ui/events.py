@@ -129,6 +129,8 @@ def label_style(state: "ResultState | None") -> tuple:
         label = gr.update(label=f"Top {count} guesses — unlikely: not a flower", elem_classes=["fd-unlikely"])
     elif state.verdict == "unknown_species":
         label = gr.update(label=f"Nearest {count} known species — probably none of them", elem_classes=["fd-unlikely"])
+    elif state.verdict == "too_small":
+        label = gr.update(label=f"Top {count} guesses — the photo is too small or blurry to be sure", elem_classes=[])
     else:
         label = gr.update(label=f"Top {count} classes", elem_classes=[])
     return label, gr.update(visible=state.references)

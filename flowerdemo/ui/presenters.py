@@ -11,7 +11,8 @@ import gradio as gr
 TOP_K = 5
 CAM_CLASSES = 3
 DEFAULT_OPACITY = 0.5
-NEAREST_SHOWN = 3  # an unknown species: how many of the nearest known ones the verdict names
+NEAREST_SHOWN = 3
+TOO_SMALL_SHOWN = 5  # a photo too small to judge: at most this many best guesses in the verdict  # an unknown species: how many of the nearest known ones the verdict names
 UNREADABLE_TITLE = "Cannot read this image"
 NO_IMAGE_TITLE = "No image"
 NO_IMAGE_MESSAGE = "Add a photo first: upload, drop, paste or take one with the webcam."
@@ -48,12 +49,21 @@ def verdict_markdown(prediction, set_level: float | None = None) -> str:
         nearest = ", ".join(n for n, _ in prediction.top_k[:NEAREST_SHOWN])
         return ("### A flower I don't know\nIt looks like a flower, but far from every one of the species I was "
                 f"trained on, so it is probably none of them.\n\nNot it, but nearest: {nearest}.")
+    if prediction.verdict == "too_small":
+        guesses = ", ".join(list(prediction.prediction_set)[:TOO_SMALL_SHOWN] or [name])
+        return ("### Too small or blurry to tell well
+The photo has too little detail to judge the species (or "
+                "whether it is a flower) well: try a closer, sharper photo of one bloom.
+
+"
+                f"Best guesses: {guesses} ({name} likeliest at {percent(probability)}).")
     names = list(prediction.prediction_set) or [name]
     if len(names) == 1:
         text = f"### {name.capitalize()}\n{percent(probability)} likely (calibrated probability)."
     else:
         how_often = f"{set_level:.0%} of photos" if set_level else "most photos"
-        text = (f"### One of: {', '.join(names)}\nThese hold the right species in {how_often}; {name} is the "
+        text = (f"### One of: {', '.join(names)}\nNot sure which of these: together they hold the right species "
+                f"in {how_often}; {name} is the "
                 f"likeliest at {percent(probability)}. Compare the reference photos; a closer, sharper photo of one "
                 "bloom helps.")
     if prediction.verdict is None:
