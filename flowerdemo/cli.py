@@ -26,6 +26,7 @@ DELEGATED = {
     "export": ("flowerdemo.training.export", "turn trained weights into a model folder (calibration, verdict rule, card)"),
     "evaluate": ("flowerdemo.training.evaluate", "measure a model on a split and on held-out non-flower photos"),
     "publish": ("flowerdemo.training.publish", "upload a model folder to the Hugging Face Hub"),
+    "wise": ("flowerdemo.training.wise", "mix a fine-tune with the weights it started from (WiSE-FT), alpha chosen on held-out photos"),
 }
 
 

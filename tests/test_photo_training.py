@@ -177,3 +177,31 @@ def test_recipe_records_extra_data_names_not_paths():
     recipe = Recipe(arch="tf_efficientnet_lite0", preprocess=PreprocessConfig(), extra_data=("elsewhere",))
     assert Recipe.from_dict(recipe.to_dict()) == recipe
     assert Sample("x", 1).source == "main"
+
+
+# ------------------------------------------------------------------------------------------------ WiSE-FT
+
+
+def test_wise_interpolation_mixes_float_weights_and_keeps_the_fine_tunes_counters():
+    from flowerdemo.training.wise import WiseError, interpolate
+
+    start = {"w": torch.zeros(2, 2), "bn.num_batches_tracked": torch.tensor(3)}
+    tuned = {"w": torch.full((2, 2), 4.0), "bn.num_batches_tracked": torch.tensor(9)}
+    assert torch.equal(interpolate(start, tuned, 0.0)["w"], start["w"])
+    assert torch.equal(interpolate(start, tuned, 1.0)["w"], tuned["w"])
+    assert torch.allclose(interpolate(start, tuned, 0.25)["w"], torch.full((2, 2), 1.0))
+    assert int(interpolate(start, tuned, 0.25)["bn.num_batches_tracked"]) == 9
+    with pytest.raises(WiseError, match="same layers"):
+        interpolate({"w": torch.zeros(1)}, {"v": torch.zeros(1)}, 0.5)
+    with pytest.raises(WiseError, match=r"\[2, 2\] in --start"):
+        interpolate({"w": torch.zeros(2, 2)}, {"w": torch.zeros(3)}, 0.5)
+
+
+def test_wise_chooses_the_best_mean_and_breaks_ties_towards_the_fine_tune():
+    from flowerdemo.training.wise import SelectionSet, choose_alpha
+
+    assert choose_alpha({0.0: {"mean": 0.7}, 0.5: {"mean": 0.8}, 1.0: {"mean": 0.75}}) == 0.5
+    assert choose_alpha({0.5: {"mean": 0.8}, 0.75: {"mean": 0.8}}) == 0.75
+    selection = SelectionSet("web", torch.zeros(3, 3, 2, 2), ((0,), (1, 2), (1,)))
+    logits = np.array([[5.0, 0, 0], [0, 0, 5.0], [5.0, 0, 0]])
+    assert selection.top1(logits) == pytest.approx(2 / 3)  # any accepted name is right

@@ -43,6 +43,7 @@ from .train import CheckpointError
 BANK_DTYPE = torch.float16  # halves the bank's share of model.pt; cosine similarity does not need more
 IMAGENET_VIEW_DTYPE = torch.float16  # the frozen ImageNet copy is stored in half precision (model.pt <= 32 MB)
 L2_CANDIDATES = (0.001, 0.01, 0.1, 1.0)
+BANK_EXTRA_PER_CLASS = 40  # photos from elsewhere per species in the k-NN bank (model.pt <= 32 MB)
 
 
 class ExportError(RuntimeError):
@@ -372,6 +373,18 @@ class CalibrationPool:
                        np.concatenate([o.imagenet_logits for o in parts]), np.concatenate([o.sharpness for o in parts]))
 
 
+def capped_per_class(samples, cap: int) -> list:
+    """At most ``cap`` samples per class, chosen by the file-name hash (training/field.py), not by folder order."""
+    from .field import photo_position
+
+    kept, counts = [], {}
+    for sample in sorted(samples, key=lambda s: photo_position(s.path)):
+        if counts.get(sample.label, 0) < cap:
+            counts[sample.label] = counts.get(sample.label, 0) + 1
+            kept.append(sample)
+    return kept
+
+
 def field_calibration_rows(folders, recipe: Recipe) -> list:
     """The photos from elsewhere to calibrate on: the calibration share of every kind of flower, and also the
     unknown species of the training share (the trainer never learns from those). Never the test share."""
@@ -591,8 +604,10 @@ def main(args) -> dict:
     if extra_folders:
         from .data import extra_training_samples
 
-        # the bank holds every photo the network trained on, the extra collections' training share included
-        train_samples = train_samples + extra_training_samples(extra_folders, class_names, recipe.field_split)
+        # the bank holds what the network trained on, with a few of each species' extra photos (the hundreds of
+        # web dandelions would add megabytes to model.pt and nothing to a k-th-neighbour distance)
+        extra = extra_training_samples(extra_folders, class_names, recipe.field_split)
+        train_samples = train_samples + capped_per_class(extra, BANK_EXTRA_PER_CLASS)
     train_out = collect_outputs(plain, source.preprocess, train_samples, args.workers, "train bank", imagenet=False)
     val_out = collect_outputs(plain, source.preprocess, val_samples, args.workers, "val")
     fit_out = collect_outputs(plain, source.preprocess, nonflower_fit, args.workers, "non-flowers (fit)")
