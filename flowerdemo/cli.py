@@ -189,9 +189,12 @@ def classify(classifier, files: Sequence[str], batch_size: int, top_k: int) -> I
 
 
 def classify_batch(classifier, files: Sequence[str], top_k: int) -> list[Result]:
+    from .names import displayed
+
     loaded = [read_image(path) for path in files]
     good = [image for image in loaded if not isinstance(image, Result)]
-    predictions = iter(classifier.predict_batch(good, top_k) if good else [])
+    # Display names in every output format (table, JSON, CSV): what a person reads, e.g. no dataset "?".
+    predictions = iter([displayed(p) for p in classifier.predict_batch(good, top_k)] if good else [])
     return [image if isinstance(image, Result) else Result(path, next(predictions))
             for path, image in zip(files, loaded)]
 

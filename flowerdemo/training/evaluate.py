@@ -1,10 +1,15 @@
 """Evaluate a model artifact on a split, with the app's own loading and preprocessing code.
 
     python -m flowerdemo.training.evaluate --model weights --split test --nonflowers-path NONFLOWERS
+    python -m flowerdemo.training.evaluate --model weights --field-data ../shared/data/elsewhere
 
 Prints a table and writes JSON: top-1, top-5, macro-F1, per-class accuracy, the most confused pairs,
 calibration (ECE before/after temperature scaling) and, against the held-out non-flower photos, how well
 "not a flower" is detected (AUROC, FPR at 95 % TPR, rejection rates at the shipped threshold).
+
+``--field-data`` adds a field test on photos from elsewhere (``field.py``'s labels.csv layout), by default on
+their ``test`` part only, shared out with the fractions the model's recipe records, so that the figures are
+on photos the model never trained or was calibrated on: the JSON's ``field`` section (``FieldReport``).
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from . import engine
 from ..artifact import ModelLoadError
 from .data import (DataSource, DatasetLayoutError, Sample, add_data_arguments, eval_loader, load_split,
                    nonflower_photos)
+from .field import FIELD_PARTS, LABELS_FILE, FieldSample, FieldSplit, field_part, read_field_labels
+from .field_report import FieldReport, PhotoAnswer, field_report, format_field_report, verdict_shares
 from .metrics import (confusion_matrix, expected_calibration_error, macro_f1, most_confused_pairs,
                       negative_log_likelihood, per_class_accuracy, per_class_f1, reliability_bins, roc_auc,
                       softmax, topk_accuracy)
@@ -52,11 +59,21 @@ def check_same_classes(model_names, data_names, data_root: str) -> None:
                           "MODEL --rename-classes ...) or evaluate on the data it was exported with")
 
 
-def evaluate_split(model: str, data: DataSource, split: str, nonflower_paths=None, workers: int = 2,
-                   limit_per_class: int | None = None) -> dict:
+def load_classifier(model):
+    """``model`` as given (a loaded FlowerClassifier) or loaded from a path / hub source, the app's own way."""
     from ..predict import FlowerClassifier
 
-    classifier = FlowerClassifier.load(model)
+    return model if isinstance(model, FlowerClassifier) else FlowerClassifier.load(model)
+
+
+def gate_scores(classifier, outputs: engine.Outputs):
+    """The verdict rule's scores of ``outputs`` (the k-NN bank is the model's own), as the app computes them."""
+    return classifier.metadata.gate.scores(outputs.imagenet_logits, outputs.embeddings, classifier.ood_bank)
+
+
+def evaluate_split(model, data: DataSource, split: str, nonflower_paths=None, workers: int = 2,
+                   limit_per_class: int | None = None) -> dict:
+    classifier = load_classifier(model)
     meta = classifier.metadata
     samples, class_names = load_split(data, split, limit_per_class)
     check_same_classes(meta.class_names, class_names, data.root)
@@ -70,13 +87,13 @@ def evaluate_split(model: str, data: DataSource, split: str, nonflower_paths=Non
                                                       flowers.labels)
     if meta.gate is not None:
         gate, bank = meta.gate, classifier.ood_bank
-        flower_scores = gate.scores(flowers.imagenet_logits, flowers.embeddings, bank)
+        flower_scores = gate_scores(classifier, flowers)
         flower_verdicts = gate.verdicts(flower_scores)
         report["verdicts"] = {"flowers": verdict_shares(flower_verdicts)}
         report["unknown_species"] = leave_classes_out(gate, flowers, bank, classifier.ood_bank_labels, flower_verdicts)
         if nonflower_paths:
             others = collect_outputs(classifier.module, meta.preprocess, nonflower_paths, workers, "non-flowers")
-            other_scores = gate.scores(others.imagenet_logits, others.embeddings, bank)
+            other_scores = gate_scores(classifier, others)
             report["verdicts"]["nonflowers"] = verdict_shares(gate.verdicts(other_scores))
             report["ood"] = rule_parts_report(gate, flower_scores, other_scores)
             accepted = ~gate.rejected(other_scores)
@@ -85,9 +102,69 @@ def evaluate_split(model: str, data: DataSource, split: str, nonflower_paths=Non
     return report
 
 
-def verdict_shares(verdicts) -> dict:
-    verdicts = list(verdicts)
-    return {name: verdicts.count(name) / len(verdicts) for name in VERDICTS} | {"images": len(verdicts)}
+# ------------------------------------------------------------------------------------------------ field test
+
+
+def field_split_of(metadata) -> tuple[FieldSplit, str]:
+    """How the model's recipe shared photos from elsewhere into train / calibration / test, and where that came
+    from: ``recipe`` when its training_args record the fractions, else ``defaults`` (FieldSplit's own)."""
+    args = metadata.training_args if isinstance(metadata.training_args, dict) else {}
+    train, calibration = args.get("field_train_fraction"), args.get("field_calibration_fraction")
+    if train is None and calibration is None:
+        return FieldSplit(), "defaults"
+    defaults = FieldSplit()
+    try:
+        split = FieldSplit(train=defaults.train if train is None else train,
+                           calibration=defaults.calibration if calibration is None else calibration)
+    except ValueError as error:
+        raise EvaluationError(f"the model's recipe records a field split that cannot be used ({error}); "
+                              "re-export it with valid field_train_fraction / field_calibration_fraction") from None
+    return split, "recipe"
+
+
+def check_accept_names(samples: list[FieldSample], class_names) -> None:
+    """Every known / loose photo needs at least one right answer the model can give."""
+    known = set(class_names)
+    unanswerable = sorted({s.class_name for s in samples if s.kind in ("known", "loose")
+                           and not any(name in known for name in s.accept)})
+    if unanswerable:
+        raise EvaluationError(f"the labels file's accept names for {', '.join(map(repr, unanswerable[:5]))} are none "
+                              f"of the model's {len(known)} class names; fix the labels file's accept column (the "
+                              "model's spelling) or evaluate a model that knows those species")
+
+
+def photo_answers(classifier, outputs: engine.Outputs, depth: int = 5) -> list[PhotoAnswer]:
+    """Each photo's ranked classes, prediction set and verdict, from the same outputs and rule the app uses."""
+    meta = classifier.metadata
+    probabilities = softmax(outputs.logits, meta.temperature)
+    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :depth]
+    sets = meta.prediction_sets.sets(probabilities) if meta.prediction_sets is not None else [None] * len(ranked)
+    verdicts = meta.gate.verdicts(gate_scores(classifier, outputs)) if meta.gate is not None else [None] * len(ranked)
+    return [PhotoAnswer(tuple(int(i) for i in row), None if in_set is None else tuple(int(i) for i in in_set), verdict)
+            for row, in_set, verdict in zip(ranked, sets, verdicts)]
+
+
+def evaluate_field(model, folder: str, labels_file: str | None = None, part: str = "test",
+                   workers: int = 2) -> FieldReport:
+    """The field test: the figures of ``field_report`` on the ``part`` of the photos under ``folder``."""
+    classifier = load_classifier(model)
+    meta = classifier.metadata
+    split, split_from = field_split_of(meta)
+    every = read_field_labels(folder, labels_file)
+    samples = field_part(every, split, part)
+    if not samples:
+        raise EvaluationError(f"none of the {len(every)} photos under {folder} falls in the {part!r} part "
+                              f"(train {split.train:.0%}, calibration {split.calibration:.0%}, the rest test); "
+                              f"choose another --field-part ({', '.join(FIELD_PARTS + ('all',))})")
+    check_accept_names(samples, meta.class_names)
+    outputs = collect_outputs(classifier.module, meta.preprocess, [s.path for s in samples], workers, "field")
+    # Folder and file name only: the report travels into metrics.json and the model card, machine paths must not.
+    labels_path = Path(labels_file) if labels_file else Path(folder) / LABELS_FILE
+    labels = f"{labels_path.resolve().parent.name}/{labels_path.name}"
+    level = meta.prediction_sets.level if meta.prediction_sets is not None else None
+    return field_report(samples, photo_answers(classifier, outputs), meta.class_names, labels=labels, part=part,
+                        split_train=split.train, split_calibration=split.calibration, split_from=split_from,
+                        set_level=level)
 
 
 def rule_parts_report(gate, flowers, others) -> dict:
@@ -255,14 +332,26 @@ def write_report_files(report: dict, folder: Path, class_names) -> None:
 def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Evaluate a flowerdemo model", add_help=add_help, prog=prog)
     parser.add_argument("--model", default=None, help="model.pt, model folder, hf://owner/repo@rev (default: FLOWERDEMO_MODEL or weights/)")
-    parser.add_argument("--split", default="test", help="e.g. val or test (Flowers-102), or any ImageFolder split")
+    parser.add_argument("--split", default=None,
+                        help="e.g. val or test (Flowers-102), any ImageFolder split, or none (default: test, or none "
+                             "when --field-data is given: add --split test for both)")
     add_data_arguments(parser)
     parser.add_argument("--nonflowers-path", default=None,
                         help="the folder of everyday non-flower photos given to the exporter (required unless "
                              "--nonflowers-subset none)")
     parser.add_argument("--nonflowers-subset", default="holdout", choices=["holdout", "all", "none"],
                         help="holdout = the odd-numbered photos the exporter never used to fit the 'not a flower' rule")
-    parser.add_argument("--output-json", default=None, help="where to write the full report (default: <split>_report.json)")
+    parser.add_argument("--field-data", default=None, metavar="DIR",
+                        help="also test on photos from elsewhere: DIR/labels.csv (filename,source,kind,class_name,"
+                             "accept) and DIR/images/ (see flowerdemo/training/field.py)")
+    parser.add_argument("--field-labels", default=None, metavar="CSV", help="the labels file (default: DIR/labels.csv)")
+    parser.add_argument("--field-part", default="test", choices=FIELD_PARTS + ("all",),
+                        help="which part of the field photos to report on, shared out by file name with the "
+                             "fractions the model's recipe records (default: %(default)s, never trained or "
+                             "calibrated on)")
+    parser.add_argument("--output-json", default=None,
+                        help="where to write the full report (default: <split>_report.json, field_report.json "
+                             "without a split)")
     parser.add_argument("--plots-dir", default=None, help="also write confusion_matrix.png and reliability_diagram.png here")
     parser.add_argument("--limit-per-class", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2)
@@ -277,15 +366,32 @@ def nonflowers_for_report(path: str | None, subset: str) -> list[str]:
     return holdout if subset == "holdout" else sorted(fit + holdout)
 
 
+def chosen_split(args) -> str | None:
+    """The Flowers-102 / ImageFolder split to report on, or None: a field test alone skips it unless asked."""
+    split = args.split if args.split is not None else (None if args.field_data else "test")
+    return None if split == "none" else split
+
+
 def main(args) -> dict:
-    nonflowers = nonflowers_for_report(args.nonflowers_path, args.nonflowers_subset)
-    report = evaluate_split(args.model, DataSource.from_args(args), args.split, nonflowers, args.workers,
-                            args.limit_per_class)
-    print(format_report(report))
-    output = Path(args.output_json or f"{args.split}_report.json")
+    split = chosen_split(args)
+    if split is None and not args.field_data:
+        raise EvaluationError("--split none leaves nothing to evaluate; give a split or --field-data DIR")
+    # The data's errors before the model's loading, so a mistyped folder is reported at once.
+    nonflowers = nonflowers_for_report(args.nonflowers_path, args.nonflowers_subset) if split else []
+    data = DataSource.from_args(args) if split else None
+    classifier = load_classifier(args.model)  # once, for both parts
+    report = {"model": classifier.source}
+    if split is not None:
+        report = evaluate_split(classifier, data, split, nonflowers, args.workers, args.limit_per_class)
+        print(format_report(report))
+    if args.field_data:
+        field = evaluate_field(classifier, args.field_data, args.field_labels, args.field_part, args.workers)
+        report["field"] = field.to_dict()
+        print(format_field_report(field))
+    output = Path(args.output_json or (f"{split}_report.json" if split else "field_report.json"))
     output.write_text(json.dumps(report, indent=1))
     print(f"full report: {output}")
-    if args.plots_dir:
+    if args.plots_dir and split is not None:
         write_report_files(report, Path(args.plots_dir), [row["class"] for row in report["per_class"]])
     return report
 

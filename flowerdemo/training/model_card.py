@@ -90,7 +90,7 @@ The full recipe is in `flowerdemo.json` (`training_args`).{_batchnorm_sentence(m
 | metric | value |
 | --- | --- |
 {table}
-
+{_field_section(metrics.get("field"))}
 {gate_text}
 
 ![confusion matrix](confusion_matrix.png)
@@ -142,6 +142,47 @@ def _verdict_rows(metrics: dict) -> list:
                      f"{cost['imagenet_view_ms_median']} ms of {cost['forward_ms_median']} ms, "
                      f"{cost['imagenet_view_megabytes']} MB (half precision)"))
     return rows
+
+
+VERDICT_WORDS = {"species": "named", "unknown_species": "\"don't know\"", "not_a_flower": "\"not a flower\""}
+
+
+def _verdict_header(names) -> str:
+    return " / ".join(VERDICT_WORDS.get(name, name.replace("_", " ")) for name in names)
+
+
+def _mix(mix: dict | None, names) -> str:
+    return "n/a" if not mix else " / ".join(_percent(mix.get(name)) for name in names)
+
+
+def _field_section(field: dict | None) -> str:
+    """"Photos from elsewhere": the evaluator's field test (FieldReport.to_dict()), per source and overall."""
+    if not field:
+        return ""
+    groups = dict(field.get("sources") or {}) | {"all sources": field.get("all") or {}}
+    mixes = [group.get(key) for group in groups.values() for key in ("verdicts", "unknown_species") if group.get(key)]
+    # Verdict names as the report recorded them (more may be added to the rule later), in their first order.
+    names = list(dict.fromkeys(name for mix in mixes for name in mix if name != "images"))
+    split = field.get("split") or {}
+    level = f" at {field['set_level']:.0%}" if field.get("set_level") is not None else ""
+    rows = []
+    for name, group in groups.items():
+        size = group.get("mean_set_size")
+        sets = "n/a" if group.get("coverage") is None else f"{_percent(group['coverage'])} ({size:.2f})"
+        unknown = group.get("unknown_species") or {}
+        rows.append(f"| {name} | {group.get('answered', 0)} | {_percent(group.get('top1'))} | "
+                    f"{_percent(group.get('top5'))} | {sets} | {_mix(group.get('verdicts'), names)} | "
+                    f"{unknown.get('images', 0)} | {_mix(unknown, names)} |")
+    return f"""
+## Photos from elsewhere
+Photos from collections other than Flowers-102 (`{field.get('labels', '?')}`), part `{field.get('part', '?')}`:
+{field.get('images', '?')} photos, shared out by a hash of the file name (train {split.get('train', 0):.0%}, calibration
+{split.get('calibration', 0):.0%}, the rest test; fractions from the {split.get('from', '?')}). A prediction is right when it is
+any of the photo's accepted names (a genus-level label such as "daisy" accepts each of its species).
+
+| source | photos of known species | top-1 | top-5 | sets{level} cover (mean size) | verdicts: {_verdict_header(names)} | photos of unknown species | their verdicts: {_verdict_header(names)} |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+""" + "\n".join(rows) + "\n"
 
 
 def _gate_section(metadata: ModelMetadata) -> str:

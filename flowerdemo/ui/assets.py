@@ -5,6 +5,8 @@ import functools
 import json
 from pathlib import Path
 
+from ..names import display_name
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLES_DIR = ROOT / "examples"
 REFERENCES_DIR = Path(__file__).resolve().parent.parent / "assets" / "references"
@@ -27,9 +29,10 @@ def reference_index(folder: str = str(REFERENCES_DIR)) -> dict:
 
 
 def reference_items(names) -> list:
-    """(thumbnail path, caption) for each class that has a bundled training-set photo; others are left out."""
+    """(thumbnail path, caption) for each class that has a bundled training-set photo; others are left out.
+    ``names`` are the model's own (the index's keys); captions show their display names."""
     index = reference_index()
-    return [(index[name], f"{rank}. {name}") for rank, name in enumerate(names, 1) if name in index]
+    return [(index[name], f"{rank}. {display_name(name)}") for rank, name in enumerate(names, 1) if name in index]
 
 
 def static_url(path: str) -> str:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..names import display_name
+
 TOP_K = 5
 CAM_CLASSES = 3
 DEFAULT_OPACITY = 0.5
@@ -41,23 +43,21 @@ def verdict_markdown(prediction, set_level: float | None = None) -> str:
     from ..predict import NOT_A_FLOWER_MESSAGE
 
     name, probability = prediction.top_k[0]
+    name = display_name(name)
     if prediction.verdict == "not_a_flower":
         looks_like = f"It looks like {_with_article(prediction.looks_like)}. " if prediction.looks_like else ""
         return (f"### Not a flower\n{looks_like}{NOT_A_FLOWER_MESSAGE}\n\n"
                 f"The guesses below are **unlikely** to be right (best: {name}, {percent(probability)}).")
     if prediction.verdict == "unknown_species":
-        nearest = ", ".join(n for n, _ in prediction.top_k[:NEAREST_SHOWN])
+        nearest = ", ".join(display_name(n) for n, _ in prediction.top_k[:NEAREST_SHOWN])
         return ("### A flower I don't know\nIt looks like a flower, but far from every one of the species I was "
                 f"trained on, so it is probably none of them.\n\nNot it, but nearest: {nearest}.")
     if prediction.verdict == "too_small":
-        guesses = ", ".join(list(prediction.prediction_set)[:TOO_SMALL_SHOWN] or [name])
-        return ("### Too small or blurry to tell well
-The photo has too little detail to judge the species (or "
-                "whether it is a flower) well: try a closer, sharper photo of one bloom.
-
-"
+        guesses = ", ".join([display_name(n) for n in prediction.prediction_set][:TOO_SMALL_SHOWN] or [name])
+        return ("### Too small or blurry to tell well\nThe photo has too little detail to judge the species (or "
+                "whether it is a flower) well: try a closer, sharper photo of one bloom.\n\n"
                 f"Best guesses: {guesses} ({name} likeliest at {percent(probability)}).")
-    names = list(prediction.prediction_set) or [name]
+    names = [display_name(n) for n in prediction.prediction_set] or [name]
     if len(names) == 1:
         text = f"### {name.capitalize()}\n{percent(probability)} likely (calibrated probability)."
     else:
@@ -76,7 +76,7 @@ def _with_article(thing: str) -> str:
 
 
 def label_value(prediction) -> dict:
-    return {name: float(probability) for name, probability in prediction.top_k}
+    return {display_name(name): float(probability) for name, probability in prediction.top_k}
 
 
 def figures_html(figures, alt: str, inline: bool = False) -> str:
@@ -103,10 +103,11 @@ def jpeg_data_url(image, quality: int = 85) -> str:
 
 
 def cam_caption(name: str, probability: float) -> str:
-    return f"{name} — {percent(probability)}"
+    return f"{display_name(name)} — {percent(probability)}"
 
 
 def contrast_caption(first: str, second: str) -> str:
+    first, second = display_name(first), display_name(second)
     return f"Why {first}, not {second}: where the evidence for it over {second} lies"
 
 
