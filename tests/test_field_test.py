@@ -69,12 +69,12 @@ def test_figures_per_source_match_a_hand_count(tmp_path):
     assert alpha.top1 == pytest.approx(2 / 3) and alpha.top5 == 1.0
     assert alpha.coverage == pytest.approx(2 / 3) and alpha.mean_set_size == pytest.approx(4 / 3)
     assert alpha.verdicts == {"species": pytest.approx(2 / 3), "unknown_species": pytest.approx(1 / 3),
-                              "not_a_flower": 0.0, "images": 3}
-    assert alpha.unknown_species == {"species": 0.5, "unknown_species": 0.5, "not_a_flower": 0.0, "images": 2}
+                              "not_a_flower": 0.0, "too_small": 0.0, "images": 3}
+    assert alpha.unknown_species == {"species": 0.5, "unknown_species": 0.5, "not_a_flower": 0.0, "too_small": 0.0, "images": 2}
     # beta: b1's rose is fifth (top-5 right), b2 has no rose at all; neither set holds it.
     assert (beta.top1, beta.top5, beta.coverage, beta.mean_set_size) == (0.0, 0.5, 0.0, 2.5)
-    assert beta.verdicts == {"species": 0.5, "unknown_species": 0.0, "not_a_flower": 0.5, "images": 2}
-    assert beta.unknown_species == {"species": 0.0, "unknown_species": 0.0, "not_a_flower": 1.0, "images": 1}
+    assert beta.verdicts == {"species": 0.5, "unknown_species": 0.0, "not_a_flower": 0.5, "too_small": 0.0, "images": 2}
+    assert beta.unknown_species == {"species": 0.0, "unknown_species": 0.0, "not_a_flower": 1.0, "too_small": 0.0, "images": 1}
     assert alpha.not_a_flower is None and beta.not_a_flower is None
 
 
@@ -186,6 +186,6 @@ def test_the_model_card_shows_photos_from_elsewhere(tmp_path, tiny_model_dir):
     card = render_model_card(replace(metadata, metrics=dict(metadata.metrics, field=field)))
     section = card[card.index("## Photos from elsewhere"):]
     assert "part `all`" in section and "8 photos" in section
-    assert "| alpha | 3 | 66.67% | 100.00% | 66.67% (1.33) | 66.67% / 33.33% / 0.00% | 2 | 50.00% / 50.00% / 0.00% |" \
+    assert "| alpha | 3 | 66.67% | 100.00% | 66.67% (1.33) | 66.67% / 33.33% / 0.00% / 0.00% | 2 | 50.00% / 50.00% / 0.00% / 0.00% |" \
         in section
     assert "| all sources | 5 | 40.00% | 80.00% | 40.00% (1.80) |" in section

@@ -63,6 +63,57 @@ def test_imagenet_view_rejects_a_dog_near_the_flowers_but_never_a_plant_like_pho
     assert gate.verdicts(far_daisy) == ["not_a_flower"]
 
 
+def test_a_photo_too_small_to_judge_is_too_small_not_rejected_on_the_ordinary_evidence():
+    # far from the bank: the ordinary rule rejects it (combined 5 > 0), the stricter one for small photos does not
+    gate = tiny_gate(imagenet_weights=(0.0,) * 5, knn_weight=10.0, bias=-5.0, reject_threshold=0.0,
+                     knn_reject_threshold=0.5, unknown_threshold=0.3, plant_like=(), low_quality_sharpness=0.04,
+                     low_quality_reject_threshold=8.0)
+    far, near = FAR.numpy(), NEAR.numpy()
+    assert gate.verdicts(gate.scores(imagenet_logits(2), far, BANK, input_sharpness=[0.2])) == ["not_a_flower"]
+    assert gate.verdicts(gate.scores(imagenet_logits(2), far, BANK, input_sharpness=[0.01])) == ["too_small"]
+    # strong enough evidence still says "not a flower", however small the photo
+    strict = replace(gate, low_quality_reject_threshold=3.0)
+    assert strict.verdicts(strict.scores(imagenet_logits(2), far, BANK, input_sharpness=[0.01])) == ["not_a_flower"]
+    # a small photo the model does know stays a species; without a sharpness measure the rule never applies
+    assert gate.verdicts(gate.scores(imagenet_logits(2), near, BANK, input_sharpness=[0.01])) == ["species"]
+    assert gate.verdicts(gate.scores(imagenet_logits(2), far, BANK)) == ["not_a_flower"]
+
+
+def test_downscaled_photo_has_too_little_detail_and_the_original_enough():
+    from PIL import Image
+
+    from flowerdemo.ood import sharpness
+    from flowerdemo.preprocess import PreprocessConfig, eval_transform, load_image
+    from conftest import ROOT
+
+    transform = eval_transform(PreprocessConfig())
+    photo = load_image(ROOT / "examples" / "sunflower.jpg")
+    small = photo.resize((64, round(64 * photo.height / photo.width)), Image.BILINEAR)
+    sharp_original, sharp_small = sharpness(torch.stack([transform(photo), transform(small)]))
+    assert sharp_original > 0.06  # Flowers-102's 1st percentile is about 0.06
+    assert sharp_small < 0.03 and sharp_small < sharp_original / 3
+
+
+def test_unknown_species_rule_weighs_the_distance_and_the_top_class_surprise():
+    gate = tiny_gate(imagenet_weights=(0.0,) * 5, knn_weight=0.0, bias=-5.0, reject_threshold=0.0,
+                     knn_reject_threshold=0.5, unknown_threshold=1.0, plant_like=(), unknown_weights=(0.0, 1.0),
+                     unknown_bias=0.0)
+    sure, unsure = np.array([[0.9, 0.05, 0.05]]), np.array([[0.3, 0.35, 0.35]])
+    near = NEAR.numpy()
+    assert gate.verdicts(gate.scores(imagenet_logits(2), near, BANK, sure)) == ["species"]  # -log 0.9 < 1
+    assert gate.verdicts(gate.scores(imagenet_logits(2), near, BANK, unsure)) == ["unknown_species"]  # -log .35 > 1
+    with pytest.raises(ValueError, match="calibrated species probabilities"):
+        gate.scores(imagenet_logits(2), near, BANK)
+    # the legacy rule (k-NN distance alone) needs no probabilities
+    assert tiny_gate().unknown_weights == (1.0, 0.0)
+    legacy = {k: v for k, v in tiny_gate().to_dict().items()
+              if k not in ("unknown_weights", "unknown_bias", "low_quality_sharpness", "low_quality_reject_threshold")}
+    assert FlowerGate.from_dict(legacy) == tiny_gate()
+    assert FlowerGate.from_dict(gate.to_dict()) == gate
+    with pytest.raises(GateConfigError, match="unknown_weights"):
+        tiny_gate(unknown_weights=(1.0,))
+
+
 def test_gate_round_trips_and_validates():
     gate = tiny_gate()
     assert FlowerGate.from_dict(json.loads(json.dumps(gate.to_dict()))) == gate

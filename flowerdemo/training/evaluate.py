@@ -66,9 +66,13 @@ def load_classifier(model):
     return model if isinstance(model, FlowerClassifier) else FlowerClassifier.load(model)
 
 
-def gate_scores(classifier, outputs: engine.Outputs):
-    """The verdict rule's scores of ``outputs`` (the k-NN bank is the model's own), as the app computes them."""
-    return classifier.metadata.gate.scores(outputs.imagenet_logits, outputs.embeddings, classifier.ood_bank)
+def gate_scores(classifier, outputs: engine.Outputs, bank=None):
+    """The verdict rule's scores of ``outputs`` (the k-NN bank is the model's own unless given), as the app
+    computes them: with the calibrated probabilities and the inputs' sharpness."""
+    meta = classifier.metadata
+    return meta.gate.scores(outputs.imagenet_logits, outputs.embeddings,
+                            classifier.ood_bank if bank is None else bank,
+                            softmax(outputs.logits, meta.temperature), outputs.sharpness)
 
 
 def evaluate_split(model, data: DataSource, split: str, nonflower_paths=None, workers: int = 2,
@@ -90,7 +94,8 @@ def evaluate_split(model, data: DataSource, split: str, nonflower_paths=None, wo
         flower_scores = gate_scores(classifier, flowers)
         flower_verdicts = gate.verdicts(flower_scores)
         report["verdicts"] = {"flowers": verdict_shares(flower_verdicts)}
-        report["unknown_species"] = leave_classes_out(gate, flowers, bank, classifier.ood_bank_labels, flower_verdicts)
+        report["unknown_species"] = leave_classes_out(gate, flowers, bank, classifier.ood_bank_labels, flower_verdicts,
+                                                      temperature=meta.temperature)
         if nonflower_paths:
             others = collect_outputs(classifier.module, meta.preprocess, nonflower_paths, workers, "non-flowers")
             other_scores = gate_scores(classifier, others)
@@ -187,7 +192,8 @@ def rule_parts_report(gate, flowers, others) -> dict:
     }
 
 
-def leave_classes_out(gate, flowers: engine.Outputs, bank, bank_labels, known_verdicts, folds: int = 5) -> dict | None:
+def leave_classes_out(gate, flowers: engine.Outputs, bank, bank_labels, known_verdicts, folds: int = 5,
+                      temperature: float = 1.0) -> dict | None:
     """How often photos of a species missing from the k-NN bank are called ``unknown_species``.
 
     Classes are dealt into ``folds`` groups by index; each group in turn is removed from the bank, and its photos
@@ -206,7 +212,8 @@ def leave_classes_out(gate, flowers: engine.Outputs, bank, bank_labels, known_ve
         kept = ~np.isin(bank_labels, left_out)
         if not photos.any() or not kept.any():
             continue
-        verdicts += gate.verdicts(gate.scores(flowers.imagenet_logits[photos], flowers.embeddings[photos], bank[kept]))
+        verdicts += gate.verdicts(gate.scores(flowers.imagenet_logits[photos], flowers.embeddings[photos], bank[kept],
+                                              softmax(flowers.logits[photos], temperature), flowers.sharpness[photos]))
     return {"folds": folds, "left_out": verdict_shares(verdicts),
             "known_called_unknown": list(known_verdicts).count("unknown_species") / len(known_verdicts)}
 

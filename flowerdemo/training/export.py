@@ -638,6 +638,13 @@ def main(args) -> dict:
         report = evaluate_split(str(model_path), data, args.test_split, nonflower_holdout,
                                 args.workers, args.limit_per_class)
         metadata = replace(metadata, metrics=dict(metadata.metrics, **metrics_from_report(report)))
+        field_folders = [folder for folder in extra_folders if (Path(folder) / "labels.csv").is_file()]
+        if field_folders:  # the photos from elsewhere never trained or calibrated on: their test share
+            from .evaluate import evaluate_field, format_field_report
+
+            field = evaluate_field(str(model_path), field_folders[0], part="test", workers=args.workers)
+            print(format_field_report(field))
+            metadata.metrics["field"] = field.to_dict()
         metadata.metrics["cost"]["model_megabytes"] = round(model_path.stat().st_size / 1e6, 1)
         save_model(scripted, metadata, model_path)
         write_report_files(report, output, class_names)
