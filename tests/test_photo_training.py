@@ -205,3 +205,21 @@ def test_wise_chooses_the_best_mean_and_breaks_ties_towards_the_fine_tune():
     selection = SelectionSet("web", torch.zeros(3, 3, 2, 2), ((0,), (1, 2), (1,)))
     logits = np.array([[5.0, 0, 0], [0, 0, 5.0], [5.0, 0, 0]])
     assert selection.top1(logits) == pytest.approx(2 / 3)  # any accepted name is right
+
+
+def test_calibration_pool_never_holds_a_photo_trained_on_or_reported_on(tmp_path):
+    from flowerdemo.training.export import field_calibration_rows
+
+    rows = [("known", "rose", "rose")] * 60 + [("unknown", "snowdrop", "")] * 60
+    write_elsewhere(tmp_path / "web", rows)
+    recipe = Recipe(arch="tf_efficientnet_lite0", preprocess=PreprocessConfig())
+    split = recipe.field_split
+    pool = {row.path for row in field_calibration_rows([tmp_path / "web"], recipe)}
+    trained_on = {s.path for s in extra_training_samples([tmp_path / "web"], ["rose"], split)}
+    reported_on = {s.path for s in field_part(read_field_labels(tmp_path / "web"), split, "test")}
+    assert pool and trained_on and reported_on
+    assert not pool & trained_on and not pool & reported_on
+    # the unknown species of the training share are never trained on, so they may calibrate
+    unknown_untrained = {s.path for s in read_field_labels(tmp_path / "web")
+                         if s.kind == "unknown" and split.part(s.path) == "train"}
+    assert unknown_untrained and unknown_untrained <= pool
