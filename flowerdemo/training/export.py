@@ -589,6 +589,15 @@ def main(args) -> dict:
     train_samples, val_samples, data_class_names = training_and_selection_samples(
         data, recipe.train_split, recipe.val_split, recipe.val_fraction_for_training, args.limit_per_class)
     class_names = resolve_class_names(source.class_names, data_class_names, args.data_path, args.rename_classes)
+    extra_folders = list(args.extra_data)
+    if extra_folders:
+        from .data import extra_training_samples
+
+        # What the network trained on, with a few of each species' extra photos: the k-NN bank (the hundreds of
+        # web dandelions would add megabytes to model.pt and nothing to a k-th-neighbour distance) and the
+        # BatchNorm statistics (which then see both collections, as training did).
+        extra = extra_training_samples(extra_folders, class_names, recipe.field_split)
+        train_samples = train_samples + capped_per_class(extra, BANK_EXTRA_PER_CLASS)
     batchnorm = source.batchnorm
     if args.recalibrate_bn and not args.from_model:
         batchnorm = {"recalibrated": True, "images": recalibrate_on_training_images(
@@ -600,14 +609,6 @@ def main(args) -> dict:
     imagenet_names, plant_like = imagenet_class_info()
     plain = script_model(source.backbone, imagenet, mirror_average=mirror_average)
     check_contract(plain, source.preprocess.crop)
-    extra_folders = list(args.extra_data)
-    if extra_folders:
-        from .data import extra_training_samples
-
-        # the bank holds what the network trained on, with a few of each species' extra photos (the hundreds of
-        # web dandelions would add megabytes to model.pt and nothing to a k-th-neighbour distance)
-        extra = extra_training_samples(extra_folders, class_names, recipe.field_split)
-        train_samples = train_samples + capped_per_class(extra, BANK_EXTRA_PER_CLASS)
     train_out = collect_outputs(plain, source.preprocess, train_samples, args.workers, "train bank", imagenet=False)
     val_out = collect_outputs(plain, source.preprocess, val_samples, args.workers, "val")
     fit_out = collect_outputs(plain, source.preprocess, nonflower_fit, args.workers, "non-flowers (fit)")
