@@ -189,3 +189,38 @@ def test_the_model_card_shows_photos_from_elsewhere(tmp_path, tiny_model_dir):
     assert "| alpha | 3 | 66.67% | 100.00% | 66.67% (1.33) | 66.67% / 33.33% / 0.00% / 0.00% | 2 | 50.00% / 50.00% / 0.00% / 0.00% |" \
         in section
     assert "| all sources | 5 | 40.00% | 80.00% | 40.00% (1.80) |" in section
+
+
+def test_the_feedback_store_is_a_field_test_and_extra_training_data(tmp_path, tiny_model_dir, classifier):
+    """Corrections saved on the page: `evaluate --field-data feedback/` scores a model on them, and
+    `train --extra-data feedback/` reads the known species among them."""
+    from PIL import Image
+
+    from flowerdemo.feedback import FeedbackStore
+    from flowerdemo.training.data import extra_training_samples
+    from flowerdemo.training.field import FieldSplit
+
+    store = FeedbackStore(tmp_path / "feedback", class_names=classifier.class_names)
+    rng = np.random.default_rng(0)
+    labels = [("rose", "known"), ("sunflower", "known"), ("a tulip", "other"), ("", "not_a_flower")] * 3
+    for label, kind in labels:
+        photo = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+        store.save(photo, label, kind, top1="rose", verdict="species", prediction_set=["rose"], model_sha256="0" * 64)
+    output = tmp_path / "report.json"
+    assert evaluate.cli(["--model", str(tiny_model_dir), "--field-data", str(tmp_path / "feedback"),
+                         "--field-part", "all", "--output-json", str(output), "--workers", "0"]) == 0
+    field = json.loads(output.read_text())["field"]
+    assert field["images"] == 12 and set(field["sources"]) == {"feedback"}
+    assert field["labels"] == "feedback/ (feedback store)"
+    assert field["all"]["answered"] == 6 and field["all"]["unknown_species"]["images"] == 3
+    assert field["all"]["not_a_flower"]["images"] == 3
+    trained = extra_training_samples([tmp_path / "feedback"], classifier.class_names, FieldSplit(0.99, 0.0))
+    every_known = [r for r in store_records(tmp_path / "feedback") if r["label_kind"] == "known"]
+    assert {classifier.class_names[s.label] for s in trained} <= {"rose", "sunflower"}
+    assert len(trained) == sum(FieldSplit(0.99, 0.0).part(r["path"]) == "train" for r in every_known)
+
+
+def store_records(root):
+    from flowerdemo.feedback import read_records
+
+    return read_records(root)

@@ -236,7 +236,7 @@ def extra_training_samples(folders, class_names, split) -> list[Sample]:
     - the app's feedback store (``metadata.jsonl`` under ``data/``): the corrections people confirmed;
     - an ImageFolder tree (``<class name>/*.jpg``) whose folder names are among ``class_names``.
     """
-    from .field import field_part, read_feedback_samples, read_field_labels
+    from .field import field_part, is_feedback_store, read_feedback_samples, read_field_labels
 
     index = {name: i for i, name in enumerate(class_names)}
     samples = []
@@ -245,7 +245,7 @@ def extra_training_samples(folders, class_names, split) -> list[Sample]:
         name = folder.name or str(folder)
         if (folder / "labels.csv").is_file():
             rows = read_field_labels(folder)
-        elif any(folder.glob("data/*/metadata.jsonl")) or (folder / "metadata.jsonl").is_file():
+        elif is_feedback_store(folder):
             rows = read_feedback_samples(folder)
         elif folder.is_dir():
             samples += _imagefolder_extra(folder, index, split)

@@ -24,7 +24,8 @@ from . import engine
 from ..artifact import ModelLoadError
 from .data import (DataSource, DatasetLayoutError, Sample, add_data_arguments, eval_loader, load_split,
                    nonflower_photos)
-from .field import FIELD_PARTS, LABELS_FILE, FieldSample, FieldSplit, field_part, read_field_labels
+from .field import (FIELD_PARTS, LABELS_FILE, FieldSample, FieldSplit, field_part, is_feedback_store,
+                    read_feedback_samples, read_field_labels)
 from .field_report import FieldReport, PhotoAnswer, field_report, format_field_report, verdict_shares
 from .metrics import (confusion_matrix, expected_calibration_error, macro_f1, most_confused_pairs,
                       negative_log_likelihood, per_class_accuracy, per_class_f1, reliability_bins, roc_auc,
@@ -155,7 +156,11 @@ def evaluate_field(model, folder: str, labels_file: str | None = None, part: str
     classifier = load_classifier(model)
     meta = classifier.metadata
     split, split_from = field_split_of(meta)
-    every = read_field_labels(folder, labels_file)
+    # the app's feedback store is photos from elsewhere too: "where people said it was wrong"
+    from_feedback = labels_file is None and is_feedback_store(folder)
+    every = read_feedback_samples(folder) if from_feedback else read_field_labels(folder, labels_file)
+    if not every:
+        raise EvaluationError(f"the feedback store {folder} holds no saved photos yet")
     samples = field_part(every, split, part)
     if not samples:
         raise EvaluationError(f"none of the {len(every)} photos under {folder} falls in the {part!r} part "
@@ -165,7 +170,8 @@ def evaluate_field(model, folder: str, labels_file: str | None = None, part: str
     outputs = collect_outputs(classifier.module, meta.preprocess, [s.path for s in samples], workers, "field")
     # Folder and file name only: the report travels into metrics.json and the model card, machine paths must not.
     labels_path = Path(labels_file) if labels_file else Path(folder) / LABELS_FILE
-    labels = f"{labels_path.resolve().parent.name}/{labels_path.name}"
+    labels = (f"{Path(folder).resolve().name}/ (feedback store)" if from_feedback
+              else f"{labels_path.resolve().parent.name}/{labels_path.name}")
     level = meta.prediction_sets.level if meta.prediction_sets is not None else None
     return field_report(samples, photo_answers(classifier, outputs), meta.class_names, labels=labels, part=part,
                         split_train=split.train, split_calibration=split.calibration, split_from=split_from,
@@ -350,7 +356,9 @@ def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.
                         help="holdout = the odd-numbered photos the exporter never used to fit the 'not a flower' rule")
     parser.add_argument("--field-data", default=None, metavar="DIR",
                         help="also test on photos from elsewhere: DIR/labels.csv (filename,source,kind,class_name,"
-                             "accept) and DIR/images/ (see flowerdemo/training/field.py)")
+                             "accept) and DIR/images/ (see flowerdemo/training/field.py), or the app's feedback "
+                             "store (FLOWERDEMO_FEEDBACK_DIR: the corrections people saved; --field-part all "
+                             "scores a model on every one)")
     parser.add_argument("--field-labels", default=None, metavar="CSV", help="the labels file (default: DIR/labels.csv)")
     parser.add_argument("--field-part", default="test", choices=FIELD_PARTS + ("all",),
                         help="which part of the field photos to report on, shared out by file name with the "

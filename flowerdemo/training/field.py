@@ -105,6 +105,12 @@ def read_field_labels(folder: str | Path, labels_file: str | Path | None = None)
 FEEDBACK_KINDS = {"known": "known", "other": "unknown", "not_a_flower": "not_a_flower"}
 
 
+def is_feedback_store(folder: str | Path) -> bool:
+    """The app's feedback store (imagefolder layout: data/<writer>/metadata.jsonl), not a labels.csv folder."""
+    folder = Path(folder)
+    return not (folder / LABELS_FILE).is_file() and any(folder.glob("data/*/metadata.jsonl"))
+
+
 def read_feedback_samples(root: str | Path) -> list[FieldSample]:
     """The corrections people saved on the page (:mod:`flowerdemo.feedback`'s folder), as photos from elsewhere:
     a ``known`` label is that species, ``other`` a species the model does not have, ``not_a_flower`` not a flower.
