@@ -1,8 +1,11 @@
 """End to end on a tiny ImageFolder tree: train -> resume -> export -> load -> evaluate, all offline."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,16 +43,31 @@ def test_trainer_writes_checkpoints_log_and_args(trained):
     assert 0.0 <= best["val_top1"] <= 1.0
 
 
-def test_resume_continues_from_the_next_epoch(trained, capsys):
-    root, out, args, _ = trained
-    resumed = train.get_args_parser().parse_args([
-        "--dataset", "imagefolder", "--data-path", str(root), "--output-dir", str(out), "--epochs", "2",
-        "--batch-size", "4", "--train-crop", "64", "--workers", "0", "--seed", "1",
-        "--resume", str(out / "checkpoint.pth"),
-    ])
-    train.main(resumed)
-    assert "resumed from" in capsys.readouterr().out
-    assert [line.split(",")[0] for line in (out / "log.csv").read_text().splitlines()[1:]] == ["1", "2"]
+@pytest.fixture(scope="module")
+def resumed(trained, tmp_path_factory):
+    """A copy of the trained run, resumed from its checkpoint to a second epoch.
+
+    A copy, so that the trained run stays the one-epoch run it was: resuming in its own folder would replace
+    model_best.pth whenever the second epoch happens to validate better than the first, which differs between
+    machines (floating point, thread counts), and the export below would then report 2 epochs on some of them.
+    """
+    root, out, _, _ = trained
+    folder = tmp_path_factory.mktemp("resumed") / "run"
+    shutil.copytree(out, folder)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        train.main(train.get_args_parser().parse_args([
+            "--dataset", "imagefolder", "--data-path", str(root), "--output-dir", str(folder), "--epochs", "2",
+            "--batch-size", "4", "--train-crop", "64", "--workers", "0", "--seed", "1",
+            "--resume", str(folder / "checkpoint.pth"),
+        ]))
+    return folder, printed.getvalue()
+
+
+def test_resume_continues_from_the_next_epoch(resumed):
+    folder, printed = resumed
+    assert "resumed from" in printed
+    assert [line.split(",")[0] for line in (folder / "log.csv").read_text().splitlines()[1:]] == ["1", "2"]
 
 
 def test_weight_ema_is_what_gets_validated_saved_and_resumed(trained, tmp_path, capsys):
@@ -298,10 +316,10 @@ def test_reexport_from_an_older_model_keeps_its_network(exported, tmp_path):
             assert torch.equal(new_state[name], value), name
 
 
-def test_resume_refuses_a_different_recipe_and_names_the_flags(trained, capsys):
-    root, out, _, _ = trained
-    common = ["--dataset", "imagefolder", "--data-path", str(root), "--output-dir", str(out), "--batch-size", "4",
-              "--train-crop", "64", "--workers", "0", "--seed", "1", "--resume", str(out / "checkpoint.pth")]
+def test_resume_refuses_a_different_recipe_and_names_the_flags(trained, resumed, capsys):
+    root, resumed = trained[0], resumed[0]  # the resumed run was planned for 2 epochs: 1 is a shrink
+    common = ["--dataset", "imagefolder", "--data-path", str(root), "--output-dir", str(resumed), "--batch-size", "4",
+              "--train-crop", "64", "--workers", "0", "--seed", "1", "--resume", str(resumed / "checkpoint.pth")]
     assert train.cli(common + ["--epochs", "3", "--lr", "0.5", "--augment", "none"]) == 2
     error = capsys.readouterr().err
     assert "--lr: 0.02 in the checkpoint, 0.5 now" in error and "--augment: 'trivialaugment'" in error
