@@ -1,6 +1,6 @@
 """Command line: ``flowerdemo COMMAND ...`` (or ``python -m flowerdemo COMMAND ...``).
 
-``predict`` is implemented here. ``train``, ``export``, ``evaluate`` and ``publish`` hand their arguments to
+``predict`` and ``feedback summary`` are implemented here. ``train``, ``export``, ``evaluate`` and ``publish`` hand their arguments to
 ``flowerdemo.training.train`` etc. (the same as ``python -m flowerdemo.training.train ...``), imported only when asked for, so
 ``predict`` never pays for the training stack.
 
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Recognise Oxford Flowers-102 species in photos.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_predict_command(commands)
+    add_feedback_command(commands)
     for name, (module, summary) in DELEGATED.items():  # listed for --help; main() hands them over first
         commands.add_parser(name, help=summary, add_help=False)
     return parser
@@ -98,6 +99,27 @@ def add_predict_command(commands) -> None:
     output.add_argument("--json", dest="format", action="store_const", const="json", help="one JSON object per line")
     output.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV with a header row")
     parser.set_defaults(format="table", handler=run_predict)
+
+
+def add_feedback_command(commands) -> None:
+    parser = commands.add_parser("feedback", help="look at the corrections people saved on the page",
+                                 description="The feedback folder the app's \"Is this right?\" buttons fill.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    summary = actions.add_parser("summary", help="counts by label and the corrections people made most often")
+    summary.add_argument("--dir", default=None,
+                         help="the feedback folder (default: $FLOWERDEMO_FEEDBACK_DIR, else feedback/ beside the app)")
+    summary.add_argument("--top", type=positive_int, default=10, help="corrected pairs to list (default 10)")
+    summary.set_defaults(handler=run_feedback_summary)
+
+
+def run_feedback_summary(args: argparse.Namespace) -> int:
+    from .feedback import DEFAULT_DIR, ENV_DIR, summary
+
+    folder = args.dir or os.environ.get(ENV_DIR, "").strip() or str(DEFAULT_DIR)
+    if not os.path.isdir(folder):
+        raise UsageError(f"no feedback folder at {folder}: give --dir, or set {ENV_DIR}")
+    print(summary(folder, top=args.top))
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -102,6 +102,26 @@ def read_field_labels(folder: str | Path, labels_file: str | Path | None = None)
     return samples
 
 
+FEEDBACK_KINDS = {"known": "known", "other": "unknown", "not_a_flower": "not_a_flower"}
+
+
+def read_feedback_samples(root: str | Path) -> list[FieldSample]:
+    """The corrections people saved on the page (:mod:`flowerdemo.feedback`'s folder), as photos from elsewhere:
+    a ``known`` label is that species, ``other`` a species the model does not have, ``not_a_flower`` not a flower.
+    Only confirmed records (latest label per photo) are read; an empty or missing folder gives no samples."""
+    from flowerdemo.feedback import read_records
+
+    samples = []
+    for record in read_records(root):
+        kind = FEEDBACK_KINDS.get(record.get("label_kind"))
+        if kind is None:
+            raise DatasetLayoutError(f"{record['path']}: label_kind must be one of {', '.join(FEEDBACK_KINDS)}, "
+                                     f"got {record.get('label_kind')!r}")
+        accept = (record["label"],) if kind == "known" else ()
+        samples.append(FieldSample(record["path"], "feedback", kind, record["label"], accept))
+    return samples
+
+
 def field_part(samples: list[FieldSample], split: FieldSplit, part: str) -> list[FieldSample]:
     if part not in FIELD_PARTS + ("all",):
         raise ValueError(f"part must be one of {', '.join(FIELD_PARTS + ('all',))}; got {part!r}")
