@@ -17,36 +17,29 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from .runtime import LazyModel, env_int, get_model, model_sha256
+from ..feedback import (ENV_DIR, ENV_REPO, ENV_SWITCH, LABEL_KINDS, MAX_LABEL_LENGTH,
+                        NOT_A_FLOWER_LABEL, FeedbackError, SaveRateLimit)
+from .runtime import LazyModel, get_model, model_sha256
 
-ENV_FEEDBACK = "FLOWERDEMO_FEEDBACK"
-ENV_FEEDBACK_DIR = "FLOWERDEMO_FEEDBACK_DIR"
-ENV_FEEDBACK_REPO = "FLOWERDEMO_FEEDBACK_REPO"
-ENV_PER_MINUTE = "FLOWERDEMO_FEEDBACK_PER_MINUTE"
-DEFAULT_PER_MINUTE = 10
-DEFAULT_FOLDER = "feedback/"
-SWITCHED_OFF = ("off", "0", "false", "no")
+DEFAULT_FOLDER = "feedback"
+SWITCH_OFF, SWITCH_ON = ("off", "0", "false", "no"), ("on", "1", "true", "yes", "")  # as FeedbackStore.from_env
 APP_DIR = Path(__file__).resolve().parent.parent.parent  # where app.py is: the default folder goes beside it
-NAME_MAX_LENGTH = 100  # the free-text box's own limit; the store bounds and cleans the name again
+NAME_MAX_LENGTH = MAX_LABEL_LENGTH  # the box stops there; the store cleans and bounds the name again
 
 # The dropdown's two choices besides the model's species (values no class name can take).
 OTHER = "__another_species__"
 NOT_A_FLOWER = "__not_a_flower__"
 OTHER_CHOICE = ("another species (type its name)", OTHER)
 NOT_A_FLOWER_CHOICE = ("not a flower", NOT_A_FLOWER)
-NOT_A_FLOWER_LABEL = "not a flower"
-
-
-class SaveRefused(Exception):
-    """This session may not save now (it reached the per-minute limit); the message says when it may."""
 
 
 @dataclass(frozen=True)
 class FeedbackSession:
-    """What one browser session (``gr.State``) knows of its saves: when it made its recent ones (for the
-    per-minute limit) and which record belongs to the answer on screen (what Undo removes)."""
+    """What one browser session (``gr.State``) knows of its saves: its per-minute limit (made on its first
+    save: the initial value is deep-copied for every session, and a lock cannot be) and which record belongs
+    to the answer on screen (what Undo removes)."""
 
-    saved_at: tuple = ()  # clock readings of this session's saves within the last minute
+    limit: SaveRateLimit | None = None
     record_id: str | None = None
     label: str | None = None
 
@@ -55,18 +48,18 @@ class FeedbackSession:
 
 
 def feedback_switched_off() -> bool:
-    """``FLOWERDEMO_FEEDBACK=off`` (or 0 / false / no): no row, no endpoint, nothing saved."""
-    return os.environ.get(ENV_FEEDBACK, "").strip().lower() in SWITCHED_OFF
-
-
-def saves_per_minute() -> int:
-    return env_int(ENV_PER_MINUTE, DEFAULT_PER_MINUTE)
+    """``FLOWERDEMO_FEEDBACK=off`` (or 0 / false / no): no row, no endpoint, nothing saved. Read when the page
+    is built (the store itself is opened only after the model), so a bad value stops the app at start."""
+    value = os.environ.get(ENV_SWITCH, "").strip().lower()
+    if value not in SWITCH_OFF + SWITCH_ON:
+        raise ValueError(f"{ENV_SWITCH} must be on or off, got {value!r}")
+    return value in SWITCH_OFF
 
 
 def destination(store=None) -> str:
     """Where saved answers go, in words for the consent line: the dataset repo, or the folder on this server."""
-    repo = os.environ.get(ENV_FEEDBACK_REPO, "").strip()
-    folder = getattr(store, "root", None) or os.environ.get(ENV_FEEDBACK_DIR, "").strip() or DEFAULT_FOLDER
+    repo = os.environ.get(ENV_REPO, "").strip()
+    folder = getattr(store, "root", None) or os.environ.get(ENV_DIR, "").strip() or APP_DIR / DEFAULT_FOLDER
     folder = _shown_path(folder)
     if repo:
         return (f"kept in the folder `{folder}` on this server and uploaded every few minutes to the Hugging Face "
@@ -103,14 +96,15 @@ def shown_name(label: str) -> str:
 
 
 def thanks_html(record) -> str:
-    again = " It replaces your earlier answer for this photo." if record.replaced else ""
+    again = " It replaces the answer saved before for this photo." if record.replaced else ""
     kind = "it is not a flower" if record.label_kind == "not_a_flower" else f"it is “{shown_name(record.label)}”"
     return (f"<p class='fd-feedback-saved'><strong>Thank you!</strong> Saved: {kind}.{again} "
             "Undo removes it.</p>")
 
 
-def failed_html(message: str) -> str:
-    return f"<p class='fd-feedback-failed'><strong>Not saved.</strong> {html.escape(message)}</p>"
+def failed_html(message: str, title: str = "Not saved.") -> str:
+    message = message[:1].upper() + message[1:]
+    return f"<p class='fd-feedback-failed'><strong>{title}</strong> {html.escape(message)}</p>"
 
 
 def undone_html(removed: bool) -> str:
@@ -149,13 +143,17 @@ def species_choices(class_names) -> list[tuple[str, str]]:
 
 def open_store_from_env(classifier):
     """The store the environment asks for, checking "known" names against this model's classes, with its
-    uploads to the dataset repo started (if one is set)."""
-    from ..feedback import FeedbackError, FeedbackStore
+    uploads to the dataset repo started (if one is set). Uploads that cannot start (no token, no Hub) are said
+    once in the log, and answers are still kept in the folder rather than lost."""
+    from ..feedback import FeedbackStore
 
     store = FeedbackStore.from_env(class_names=tuple(classifier.class_names), app_dir=APP_DIR)
     if store is None:
-        raise FeedbackError(f"Saving answers is switched off on this server ({ENV_FEEDBACK}=off).")
-    store.start_uploads()
+        raise FeedbackError(f"Saving answers is switched off on this server ({ENV_SWITCH}=off).")
+    try:
+        store.start_uploads()
+    except FeedbackError as error:
+        print(f"flowerdemo: saved answers will not be uploaded: {error}", flush=True)
     return store
 
 
@@ -198,8 +196,6 @@ class LazyStore:
 
 def resolve_choice(choice: str | None, other_name: str | None) -> tuple[str, str]:
     """(label, label_kind) for the "Not right: it is ..." choice."""
-    from ..feedback import FeedbackError
-
     if not choice:
         raise FeedbackError("Pick what it is first: one of the species, another species, or not a flower.")
     if choice == NOT_A_FLOWER:
@@ -213,47 +209,42 @@ def resolve_choice(choice: str | None, other_name: str | None) -> tuple[str, str
 
 class FeedbackEvents:
     """The row's callbacks (plain methods, unit-tested directly). Saves and undos go to ``store`` (a
-    :class:`LazyStore`); ``clock`` (seconds, monotonic) drives the per-minute limit."""
+    :class:`LazyStore`); each session may save ``per_minute`` times a minute (None: the store's default,
+    ``FLOWERDEMO_FEEDBACK_PER_MINUTE``), counted on ``clock`` (seconds, monotonic)."""
 
-    def __init__(self, model: LazyModel, store: LazyStore, per_minute: int = DEFAULT_PER_MINUTE,
+    def __init__(self, model: LazyModel, store: LazyStore, per_minute: int | None = None,
                  clock: Callable[[], float] = time.monotonic):
-        self.model, self.store, self.per_minute, self.clock = model, store, per_minute, clock
+        self.model, self.store, self.clock = model, store, clock
+        self.per_minute = SaveRateLimit(per_minute).per_minute  # checked now: a bad setting stops the app at start
 
     # ---- saving
 
     def save(self, result, session: FeedbackSession | None, label: str, label_kind: str):
         """Save the answer on screen with the person's label: (SavedRecord, the session after it).
 
-        Raises ``FeedbackError`` (the store's, or no answer), ``SaveRefused`` (the limit) or ``gr.Error`` (no model).
+        Raises ``FeedbackError`` (no answer, over the limit, or what the store refused) or ``gr.Error`` (no model).
         """
-        from ..feedback import FeedbackError
-
         session = session or FeedbackSession()
         if not result or getattr(result, "photo", None) is None:
             raise FeedbackError("There is no answer to save: add a photo first.")
-        now = self.clock()
-        recent = tuple(t for t in session.saved_at if now - t < 60.0)
-        if len(recent) >= self.per_minute:
-            wait = max(1, int(60.0 - (now - recent[0]) + 0.999))
-            raise SaveRefused(f"This page has saved {len(recent)} answers in the last minute, the most it takes; "
-                              f"try again in {wait} s.")
+        limit = session.limit or SaveRateLimit(self.per_minute, self.clock)
+        session = replace(session, limit=limit)
+        limit.take()
         classifier = get_model(self.model)
         try:
             record = self.store().save(result.photo, label, label_kind, top1=result.top1, verdict=result.verdict,
                                        prediction_set=list(result.prediction_set),
                                        model_sha256=model_sha256(classifier))
-        except OSError as error:  # the store reports what it foresees; the disk may still fail under it
-            raise FeedbackError(f"The server could not write it ({error.strerror or type(error).__name__}); "
-                                "try again later.") from None
-        return record, FeedbackSession(recent + (now,), record.record_id, record.label)
+        except OSError as error:  # the store words what it foresees; a disk can still fail under it
+            raise FeedbackError(f"the server could not write it ({error.strerror or type(error).__name__}); "
+                                "try again later") from None
+        return record, replace(session, record_id=record.record_id, label=record.label)
 
     def _page_save(self, result, session, label, label_kind) -> tuple:
         """(status, undo button, session) for the page: a refused or failed save says why, in the row."""
-        from ..feedback import FeedbackError
-
         try:
             record, session = self.save(result, session, label, label_kind)
-        except (FeedbackError, SaveRefused) as error:
+        except FeedbackError as error:
             return failed_html(str(error)), gr.update(), session or FeedbackSession()
         except gr.Error as error:
             return failed_html(error.message), gr.update(), session or FeedbackSession()
@@ -272,8 +263,6 @@ class FeedbackEvents:
 
     def not_right(self, result, session, choice, other_name):
         """ "Not right: it is ...": the species picked, the name typed, or not a flower."""
-        from ..feedback import FeedbackError
-
         try:
             label, kind = resolve_choice(choice, other_name)
         except FeedbackError as error:
@@ -283,14 +272,12 @@ class FeedbackEvents:
     def api_save(self, result, session, label, label_kind):
         """The ``/feedback`` endpoint: (label, label_kind) for the session's last ``/classify`` answer; returns the
         saved record as a dict, and refuses with ``gr.Error`` (what an API client wants)."""
-        from ..feedback import LABEL_KINDS, FeedbackError
-
         if label_kind not in LABEL_KINDS:
             raise gr.Error(f"label_kind must be one of {', '.join(LABEL_KINDS)}; got {str(label_kind)[:40]!r}",
                            print_exception=False)
         try:
             record, session = self.save(result, session, label or "", label_kind)
-        except (FeedbackError, SaveRefused) as error:
+        except FeedbackError as error:
             raise gr.Error(str(error), title="Not saved", print_exception=False) from None
         return {"saved": True, "record_id": record.record_id, "file_name": record.file_name, "label": record.label,
                 "label_kind": record.label_kind, "replaced": record.replaced}, session
@@ -299,8 +286,6 @@ class FeedbackEvents:
 
     def undo(self, session):
         """Undo this session's save of the photo on screen: (status, undo button, session)."""
-        from ..feedback import FeedbackError
-
         session = session or FeedbackSession()
         if session.record_id is None:
             return undone_html(False), gr.update(visible=False), session
@@ -308,7 +293,7 @@ class FeedbackEvents:
         try:
             removed = bool(store.undo(session.record_id)) if store is not None else False
         except (FeedbackError, OSError) as error:
-            return failed_html(f"Could not undo it: {error}"), gr.update(), session
+            return failed_html(str(error), "Not undone."), gr.update(), session
         return undone_html(removed), gr.update(visible=False), replace(session, record_id=None, label=None)
 
     # ---- the row itself

@@ -8,7 +8,7 @@ import gradio as gr
 from .assets import EXAMPLES_DIR, REFERENCES_DIR, example_files
 from .events import make_auto_classify, make_classify, make_intro, make_model_info, rerender
 from .feedback import (NAME_MAX_LENGTH, FeedbackEvents, FeedbackSession, LazyStore, consent_markdown, destination,
-                       feedback_switched_off, not_right_button_text, saves_per_minute)
+                       feedback_switched_off, not_right_button_text)
 from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, DISCLAIMER, READY_MESSAGE, TOP_K, example_label,
                          intro_markdown)
 from .runtime import (DEFAULT_QUEUE_SIZE, ENV_QUEUE_SIZE, as_lazy, concurrency_limit, env_int, max_file_size)
@@ -60,7 +60,7 @@ def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CA
     model = as_lazy(classifier_loader)
     classify = make_classify(model, top_k, cam_classes)
     with_feedback = feedback_store is not False and not (feedback_store is None and feedback_switched_off())
-    feedback = FeedbackEvents(model, LazyStore.of(model, feedback_store), saves_per_minute()) if with_feedback else None
+    feedback = FeedbackEvents(model, LazyStore.of(model, feedback_store)) if with_feedback else None
 
     # The reference thumbnails and examples never change: served from where they are, instead of Gradio hashing
     # and copying five thumbnails into its cache on every answer.

@@ -95,6 +95,18 @@ def model_sha256(classifier) -> str | None:
         return _DIGESTS[classifier]
 
 
+def configure_torch_threads() -> int:
+    """Share the cores between the requests that run at once: with 2 cores and 2 concurrent requests, 2 torch
+    threads each made /classify 2.5-4x slower than 1 (benchmarks/bench_app.py). OMP_NUM_THREADS still wins."""
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    threads = max(1, (os.cpu_count() or 1) // concurrency_limit())
+    torch.set_num_threads(threads)
+    return threads
+
+
 def as_lazy(classifier_loader) -> LazyModel:
     if classifier_loader is None:
         return LazyModel(default_loader)
