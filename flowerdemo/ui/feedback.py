@@ -92,7 +92,7 @@ def consent_markdown(where: str) -> str:
 def shown_name(label: str) -> str:
     """A name a person typed, safe to show back: HTML-escaped, and isolated so right-to-left marks in it cannot
     reorder the sentence around it."""
-    return f"<bdi>{html.escape(label)}</bdi>"
+    return f"<bdi>{html.escape(label, quote=False)}</bdi>"
 
 
 def thanks_html(record) -> str:
@@ -104,7 +104,7 @@ def thanks_html(record) -> str:
 
 def failed_html(message: str, title: str = "Not saved.") -> str:
     message = message[:1].upper() + message[1:]
-    return f"<p class='fd-feedback-failed'><strong>{title}</strong> {html.escape(message)}</p>"
+    return f"<p class='fd-feedback-failed'><strong>{title}</strong> {html.escape(message, quote=False)}</p>"
 
 
 def undone_html(removed: bool) -> str:
