@@ -138,7 +138,7 @@ def feedback_row(where: str) -> SimpleNamespace:
     """The row under the label, hidden until there is an answer; nothing in it saves anything until clicked.
     Returns its components by name (``row.right``, ``row.status``...)."""
     parts = {}
-    with gr.Group(visible=False, elem_id="fd-feedback") as parts["group"]:
+    with gr.Column(visible=False, variant="panel", elem_id="fd-feedback") as parts["group"]:
         gr.Markdown("**Is this right?**")
         with gr.Row(equal_height=True):
             parts["right"] = gr.Button("Right", size="sm", elem_id="fd-fb-right", min_width=120)
