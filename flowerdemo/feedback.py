@@ -62,6 +62,7 @@ DEFAULT_DIR = Path(__file__).resolve().parent.parent / "feedback"
 DEFAULT_MAX_MB = 500.0
 DEFAULT_EVERY_MINUTES = 5.0
 DATA_DIR = "data"
+SPACE_PERSISTENT_DIR = Path("/data")
 METADATA_FILE = "metadata.jsonl"
 LOCK_FILE = ".lock"
 PHOTO_SUFFIX = ".jpg"
@@ -71,12 +72,15 @@ JPEG_QUALITY = 90
 MAX_LABEL_LENGTH = 80
 NOT_A_FLOWER_LABEL = "not a flower"
 PREDICTION_SET_SEPARATOR = "|"
-# A temporary file older than this cannot belong to a save in progress (a save takes well under a second).
+# A temporary file older than this cannot belong to a save in progress (a save takes seconds at most, even with
+# 16 at once on a busy 2-core machine: benchmarks/bench_feedback_store.py).
 STALE_PART_SECONDS = 600
 _SWITCH_VALUES = {"on": True, "1": True, "true": True, "yes": True, "": True,
                   "off": False, "0": False, "false": False, "no": False}
-_FORMAT_CHARS = {"Cf", "Cc", "Cs", "Co", "Cn"}  # control, format (bidi marks, zero-width), surrogate, private, unassigned
-_WRITER_ID = re.compile(r"^[0-9a-f-]{1,64}$")
+# Control, format (bidi marks, zero-width), surrogate, private-use and unassigned characters.
+_FORMAT_CHARS = {"Cf", "Cc", "Cs", "Co", "Cn"}
+_WRITER_ID = re.compile(r"[0-9a-f-]{1,64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _space_warning_logged = False
 
 
@@ -105,10 +109,10 @@ def sanitize_label(text: str, max_length: int = MAX_LABEL_LENGTH) -> str:
     the page's job). The result is never used in a path (photos are named by their pixels' hash)."""
     if not isinstance(text, str):
         raise FeedbackError(f"a label must be text, got {type(text).__name__}")
-    text = unicodedata.normalize("NFC", text)
     kept = "".join(" " if char.isspace() else char for char in text
                    if char.isspace() or unicodedata.category(char) not in _FORMAT_CHARS)
-    return " ".join(kept.split())[:max_length].rstrip()
+    # NFC after the filter: dropping a zero-width character can bring a letter and its accent together.
+    return " ".join(unicodedata.normalize("NFC", kept).split())[:max_length].rstrip()
 
 
 def check_label(label: str, label_kind: str, class_names: Sequence[str]) -> str:
@@ -287,8 +291,11 @@ def clean_folder(folder: Path, live_names: set[str]) -> int:
     removed = 0
     now = time.time()
     for path in folder.iterdir():
-        orphan_photo = path.suffix == PHOTO_SUFFIX and path.name not in live_names
-        stale_part = path.name.endswith(PART_SUFFIX) and now - path.stat().st_mtime > STALE_PART_SECONDS
+        try:
+            orphan_photo = path.suffix == PHOTO_SUFFIX and path.name not in live_names
+            stale_part = path.name.endswith(PART_SUFFIX) and now - path.stat().st_mtime > STALE_PART_SECONDS
+        except FileNotFoundError:  # a live writer removed its own temporary file (it does so without the lock)
+            continue
         if orphan_photo or stale_part:
             remove_quietly(path)
             removed += 1
@@ -307,13 +314,15 @@ class FeedbackStore:
         self.root = Path(root).expanduser().resolve()
         self.max_bytes = int(max_mb * 1024 * 1024)
         self.writer_id = writer_id or uuid.uuid4().hex
-        if not _WRITER_ID.match(self.writer_id):
+        if not _WRITER_ID.fullmatch(self.writer_id):
             # Hex only: ``datasets`` takes a folder named like "train" or "test-1" for a split of its own.
-            raise FeedbackError(f"writer_id must be 1-64 lowercase hex digits or dashes (a uuid); got {self.writer_id!r}")
+            raise FeedbackError(f"writer_id must be 1-64 lowercase hex digits or dashes (a uuid); "
+                                f"got {self.writer_id!r}")
         self.class_names = tuple(class_names)
         self.folder = self.root / DATA_DIR / self.writer_id
         self._lock = threading.Lock()
         self._scheduler = None
+        self._cached_metadata: tuple = (None, [])  # (the file's identity, its records) as this store last saw it
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.clean()
@@ -377,10 +386,12 @@ class FeedbackStore:
 
     def undo(self, record_id: str) -> bool:
         """Forget one record of this writer and delete its photo; False when there is no such record."""
+        if not isinstance(record_id, str) or not _SHA256.fullmatch(record_id):
+            return False  # not an id save() hands out
         file_name = f"{record_id}{PHOTO_SUFFIX}"
         try:
             with self.locked():
-                records = read_metadata(self.folder / METADATA_FILE)
+                records = self._read_metadata()
                 kept = [record for record in records if record["file_name"] != file_name]
                 if len(kept) == len(records):
                     return False
@@ -388,24 +399,45 @@ class FeedbackStore:
                 remove_quietly(self.folder / file_name)
                 fsync_folder(self.folder)
         except OSError as error:
-            raise FeedbackError(f"undoing failed ({error.strerror or error}); the record is still kept") from None
+            raise FeedbackError(f"undoing failed ({error.strerror or error}); try again") from None
         return True
 
     def _commit(self, part: Path, record: dict) -> bool:
         """Rename the photo into place and rewrite the metadata with its record, as one step under the lock."""
         photo = self.folder / record["file_name"]
         with self.locked():
-            records = read_metadata(self.folder / METADATA_FILE)
+            records = self._read_metadata()
             kept = [old for old in records if old["file_name"] != record["file_name"]]
             replaced = len(kept) < len(records)
+            before = self._metadata_identity()
             os.replace(part, photo)  # same pixels give the same bytes: replacing an old copy changes nothing
             try:
                 self._write_metadata(kept + [record])
             except BaseException:
-                if not replaced:  # without its record the photo must not stay (the old record keeps its copy)
+                # The metadata rename is the commit point: before it, a new photo must not stay without its record;
+                # after it (only the folder's fsync failed), the record names the photo, so the photo stays.
+                if not replaced and self._metadata_identity() == before:
                     remove_quietly(photo)
                 raise
         return replaced
+
+    def _metadata_identity(self):
+        """Changes whenever the file is replaced (every write renames a new inode into place)."""
+        try:
+            stat = os.stat(self.folder / METADATA_FILE)
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def _read_metadata(self) -> list[dict]:
+        """This writer's records, parsed again only when the file changed since this store last wrote or read it
+        (called under the lock; parsing thousands of lines on every save would dominate it)."""
+        identity = self._metadata_identity()
+        if identity is None:
+            return []
+        if self._cached_metadata[0] != identity:
+            self._cached_metadata = (identity, read_metadata(self.folder / METADATA_FILE))
+        return list(self._cached_metadata[1])
 
     def _write_metadata(self, records: Sequence[dict]) -> None:
         """Swap in a new ``metadata.jsonl`` in one rename; an empty one is removed (``datasets`` cannot type it)."""
@@ -420,6 +452,7 @@ class FeedbackStore:
         else:
             remove_quietly(metadata)
         fsync_folder(self.folder)
+        self._cached_metadata = (self._metadata_identity(), list(records))
 
     def _check_quota(self, incoming: int) -> None:
         used = folder_size(self.root)
@@ -433,13 +466,18 @@ class FeedbackStore:
         global _space_warning_logged
         repo_id = os.environ.get(ENV_REPO, "").strip()
         if not repo_id:
-            if os.environ.get("SPACE_ID") and not _space_warning_logged:
+            if os.environ.get("SPACE_ID") and not on_persistent_storage(self.root) and not _space_warning_logged:
                 _space_warning_logged = True
                 logger.warning("feedback is kept in %s, which is lost when the Space restarts; set %s=owner/name "
                                "(and the HF_TOKEN secret) to upload it to a dataset repo", self.root, ENV_REPO)
             return
         if self._scheduler is None:
             self._scheduler = start_scheduler(self, repo_id)
+
+
+def on_persistent_storage(path: Path) -> bool:
+    """A Space's persistent storage is mounted at /data; everything else goes when it restarts."""
+    return path == SPACE_PERSISTENT_DIR or SPACE_PERSISTENT_DIR in path.parents
 
 
 def env_number(name: str, default: float) -> float:
@@ -492,10 +530,10 @@ def feedback_scheduler_class():
 
         def push_to_hub(self):
             with self.lock:
-                snapshot = upload_snapshot(self.store)
+                snapshot = upload_snapshot(self.store, already_uploaded=set(self.uploaded))
             prefix = f"{self.path_in_repo.strip('/')}/" if self.path_in_repo else ""
             changed = {path: data for path, data in snapshot.items()
-                       if self.uploaded.get(path) != hashlib.sha256(data).digest()}
+                       if data is not None and self.uploaded.get(path) != hashlib.sha256(data).digest()}
             gone = [path for path in self.uploaded if path not in snapshot]
             if not changed and not gone:
                 return None
@@ -513,10 +551,11 @@ def feedback_scheduler_class():
     return FeedbackScheduler
 
 
-def upload_snapshot(store: FeedbackStore) -> dict[str, bytes]:
+def upload_snapshot(store: FeedbackStore, already_uploaded: set = frozenset()) -> dict[str, bytes | None]:
     """Every writer folder's ``metadata.jsonl`` and its photos, as bytes keyed by their path under the root,
-    each folder read under its lock so a metadata file and its photos agree."""
-    snapshot = {}
+    each folder read under its lock so a metadata file and its photos agree. A photo in ``already_uploaded``
+    is None, not read again: its name is the hash of its pixels, so it cannot have changed."""
+    snapshot: dict[str, bytes | None] = {}
     for folder in writer_folders(store.root):
         with store.locked() if folder == store.folder else folder_lock(folder):
             metadata = folder / METADATA_FILE
@@ -525,9 +564,9 @@ def upload_snapshot(store: FeedbackStore) -> dict[str, bytes]:
             relative = metadata.parent.relative_to(store.root).as_posix()
             snapshot[f"{relative}/{METADATA_FILE}"] = metadata.read_bytes()
             for record in read_metadata(metadata):
-                photo = folder / record["file_name"]
+                photo, path_in_root = folder / record["file_name"], f"{relative}/{record['file_name']}"
                 if photo.is_file():
-                    snapshot[f"{relative}/{record['file_name']}"] = photo.read_bytes()
+                    snapshot[path_in_root] = None if path_in_root in already_uploaded else photo.read_bytes()
     return snapshot
 
 
@@ -551,18 +590,37 @@ def read_records(root) -> list[dict]:
     return sorted(latest.values(), key=lambda record: (record.get("time", ""), record["record_id"]))
 
 
+def model_answer(record: dict) -> str:
+    """What the model told the person: its verdict when it said it is no flower or no species it knows."""
+    verdict = record.get("verdict")
+    if verdict == "not_a_flower":
+        return NOT_A_FLOWER_LABEL
+    if verdict == "unknown_species":
+        return "unknown species"
+    return record.get("model_top1") or "?"
+
+
+def agrees(record: dict) -> bool:
+    """The person confirmed the model: the same species, or the same "no flower" / "not one of mine" call."""
+    answer = model_answer(record)
+    if answer == NOT_A_FLOWER_LABEL:
+        return record.get("label_kind") == "not_a_flower"
+    if answer == "unknown species":
+        return record.get("label_kind") == "other"
+    return record.get("label_kind") == "known" and record["label"] == answer
+
+
 def summary(root, top: int = 10) -> str:
     """Counts by label and the corrections people made most often (``model's answer -> their name: count``)."""
     records = read_records(root)
     if not records:
         return f"no feedback in {root}"
-    confirmed = sum(record["label"] == record.get("model_top1") for record in records)
+    confirmed = sum(agrees(record) for record in records)
     lines = [f"{len(records)} photo(s) labelled in {root}: {confirmed} confirmed the model's answer, "
              f"{len(records) - confirmed} corrected it", "", "By label:"]
     by_label = collections.Counter(record["label"] for record in records)
     lines += [f"  {label}: {count}" for label, count in sorted(by_label.items(), key=lambda item: (-item[1], item[0]))]
-    pairs = collections.Counter((record.get("model_top1") or "?", record["label"]) for record in records
-                                if record["label"] != record.get("model_top1"))
+    pairs = collections.Counter((model_answer(record), record["label"]) for record in records if not agrees(record))
     if pairs:
         lines += ["", "Most corrected (the model said -> people said):"]
         ranked = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:top]
