@@ -13,8 +13,8 @@ from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, DISCLAIMER, READY_MESSAGE
                          intro_markdown)
 from .runtime import (DEFAULT_QUEUE_SIZE, ENV_QUEUE_SIZE, as_lazy, concurrency_limit, env_int, max_file_size)
 
-CACHE_LIFETIME = (1800, 3600)
-FEEDBACK_CONCURRENCY = 4  # saves at once: each is a JPEG encode and a short locked append, not inference  # Gradio's delete_cache: (sweep every N s, delete files older than M s)
+CACHE_LIFETIME = (1800, 3600)  # Gradio's delete_cache: (sweep every N s, delete files older than M s)
+FEEDBACK_CONCURRENCY = 4  # saves at once: each is a JPEG encode and a short locked commit, not inference
 
 
 CSS = """
