@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import socket
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -374,3 +375,27 @@ def test_a_client_classifies_then_saves_in_one_session(tiny_classifier, store):
         demo.close()
     [stored] = read_records(store.root)
     assert stored["record_id"] == record["record_id"] and stored["model_top1"] in tiny_classifier.class_names
+
+
+def test_random_names_never_break_a_save_or_the_page(model, answer, store, clock):
+    """200 random typed names (long, control characters, ../, <script>, right-to-left marks): each save is
+    either kept or refused with a message, and the page never shows the name's markup as markup."""
+    import html
+    import random
+
+    rng = random.Random(19)
+    pieces = ["../", "..\\", "<script>alert(1)</script>", "\u202e", "\u200f", "\x00", "\x1b[31m", "\n", "\t", "é",
+              "🌷", "rose", "%2e%2e%2f", "'\"", "&amp;", " " * 5, "a" * 300, "\u0000\ufeff", "<b>", "]]>"]
+    events = fb.FeedbackEvents(model, fb.LazyStore.of(model, store), per_minute=1000, clock=clock)
+    session = None
+    for _ in range(200):
+        name = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        status, _, session = events.not_right(answer, session, fb.OTHER, name)
+        assert saved(status) or "Not saved." in status
+        body = status.split("</strong>", 1)[1]
+        assert "<script" not in body and "<b>" not in body
+        if saved(status):
+            shown = html.unescape(body.split("<bdi>", 1)[1].split("</bdi>", 1)[0])
+            assert shown == read_records(store.root)[0]["label"]  # what is shown is what is kept
+    records = read_records(store.root)
+    assert len(records) <= 1 and all(Path(r["path"]).parent == store.folder for r in records)  # same photo: one
