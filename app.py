@@ -2,7 +2,8 @@
 
 Importing this module builds the UI but does not load the model; the first request (or the first page load)
 does. Set FLOWERDEMO_MODEL to serve another model, GRADIO_SERVER_NAME / GRADIO_SERVER_PORT to change where it
-listens, FLOWERDEMO_CONCURRENCY / FLOWERDEMO_QUEUE_SIZE / FLOWERDEMO_MAX_FILE_SIZE to tune the queue and uploads.
+listens, FLOWERDEMO_CONCURRENCY / FLOWERDEMO_QUEUE_SIZE / FLOWERDEMO_MAX_FILE_SIZE to tune the queue and uploads,
+FLOWERDEMO_FEEDBACK* for the "Is this right?" row (off, where answers go, saves a minute).
 """
 from flowerdemo.ui import build_demo, launch_kwargs, preload_in_background
 
@@ -13,5 +14,5 @@ if __name__ == "__main__":
     # 2 cores, same interpreter lock) delayed the first page by seconds. A request that comes before the model
     # is ready waits for it; the page's own model panel says "Loading the model…" meanwhile.
     demo.launch(prevent_thread_lock=True, **launch_kwargs())
-    preload_in_background(demo.flowerdemo_model)
+    preload_in_background(demo.flowerdemo_model, demo.flowerdemo_feedback)
     demo.block_thread()

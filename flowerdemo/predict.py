@@ -99,6 +99,7 @@ class FlowerClassifier:
         app does (one per request)."""
         self.metadata = metadata
         self.source = source
+        self.model_file: str | None = None  # the local model.pt it came from (set by load), for its SHA-256
         self.transform = eval_transform(metadata.preprocess)
         self.view_transform = view_transform(metadata.preprocess)
         bank = getattr(module, "ood_bank", None)
@@ -120,8 +121,11 @@ class FlowerClassifier:
              parallel_views: bool | None = None) -> "FlowerClassifier":
         """Load from a local path, ``hf://owner/repo@rev``, ``owner/repo``, ``FLOWERDEMO_MODEL`` or the bundled model."""
         parsed: ModelSource = parse_source(source, revision)
-        module, metadata = load_artifact(resolve_model_file(parsed, sha256))
-        return cls(module, metadata, parsed.describe(), parallel_views=parallel_views)
+        model_file = resolve_model_file(parsed, sha256)
+        module, metadata = load_artifact(model_file)
+        classifier = cls(module, metadata, parsed.describe(), parallel_views=parallel_views)
+        classifier.model_file = model_file
+        return classifier
 
     @property
     def class_names(self) -> tuple:

@@ -54,12 +54,22 @@ class CountingClassifier:
 
 
 @pytest.fixture(scope="module")
-def served():
+def feedback_store(tmp_path_factory):
+    """Where the page's "Is this right?" saves go during these tests (never the repository's feedback/)."""
+    from flowerdemo.artifact import load_artifact
+    from flowerdemo.feedback import FeedbackStore
+
+    _, metadata = load_artifact(ROOT / "weights" / "model.pt")
+    return FeedbackStore(tmp_path_factory.mktemp("feedback"), class_names=metadata.class_names)
+
+
+@pytest.fixture(scope="module")
+def served(feedback_store):
     from flowerdemo.predict import FlowerClassifier
     from flowerdemo.ui import build_demo, launch_kwargs
 
     classifier = CountingClassifier(FlowerClassifier.load(str(ROOT / "weights")))
-    demo = build_demo(classifier)
+    demo = build_demo(classifier, feedback_store=feedback_store)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 **launch_kwargs())
@@ -222,4 +232,42 @@ def test_a_failed_or_cleared_photo_leaves_no_stale_answer(browser, served, tmp_p
     expect(verdict).to_contain_text("Add a photo", timeout=TIMEOUT_MS)
     expect(page.locator("#fd-cams img")).to_have_count(0)
     expect(page.locator("#fd-label .confidence-set")).to_have_count(0)
+    page.close()
+
+
+def test_not_right_it_is_rose_is_saved_then_undone_and_a_bad_upload_shows_no_buttons(browser, served,
+                                                                                     feedback_store, tmp_path):
+    from flowerdemo.feedback import read_records
+
+    app_url, _ = served
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    row, status = page.locator("#fd-feedback"), page.locator("#fd-fb-status")
+    expect(row).to_have_count(0)  # no answer yet: no buttons
+    upload = page.locator("#fd-image input[type=file]")
+    upload.set_input_files(str(EXAMPLES / "sunflower.jpg"))
+    _wait_for_result(page)
+    expect(row).to_be_visible()
+    expect(row).to_contain_text("Nothing is kept unless you click")
+    assert read_records(feedback_store.root) == []  # an answer alone keeps nothing
+
+    page.locator("#fd-fb-choice input").fill("rose")
+    page.get_by_role("option", name="rose", exact=True).click()
+    page.get_by_role("button", name="Not right: it is rose").click()
+    expect(status).to_contain_text("Thank you!")
+    expect(status).to_contain_text("rose")
+    [record] = read_records(feedback_store.root)
+    assert record["label"] == "rose" and record["label_kind"] == "known" and record["model_top1"] == "sunflower"
+
+    page.locator("#fd-fb-undo").click()
+    expect(status).to_contain_text("Undone")
+    expect(page.locator("#fd-fb-undo")).to_be_hidden()
+    assert read_records(feedback_store.root) == []
+
+    bad = tmp_path / "holiday.jpg"
+    bad.write_bytes(b"this is not a photo at all")
+    upload.set_input_files(str(bad))
+    expect(page.locator("#fd-verdict")).to_contain_text("Cannot read this image", timeout=TIMEOUT_MS)
+    expect(row).to_be_hidden()  # no answer: no buttons, and no stale "Undone" either
     page.close()

@@ -261,9 +261,9 @@ def test_model_panel(tiny_classifier, tiny_model_dir):
 # ---------------------------------------------------------------------------------------------------- API config
 
 
-def test_only_classify_is_exposed_and_its_first_output_is_the_label(demo):
+def test_only_classify_and_feedback_are_exposed_and_the_first_output_is_the_label(demo):
     info = demo.get_api_info()
-    assert list(info["named_endpoints"]) == ["/classify"]
+    assert list(info["named_endpoints"]) == ["/classify", "/feedback"]
     assert not info["unnamed_endpoints"]
     endpoint = info["named_endpoints"]["/classify"]
     assert [p["component"] for p in endpoint["parameters"]] == ["Image", "Slider"]
@@ -271,9 +271,9 @@ def test_only_classify_is_exposed_and_its_first_output_is_the_label(demo):
     assert endpoint["returns"][0]["component"] == "Label"
     # Nothing else is callable by clients either ("undocumented" would still be callable).
     everything = demo.get_api_info(all_endpoints=True)
-    assert list(everything["named_endpoints"]) == ["/classify"]
+    assert list(everything["named_endpoints"]) == ["/classify", "/feedback"]
     public = [fn for fn in demo.fns.values() if fn.api_visibility != "private"]
-    assert [fn.api_name for fn in public] == ["classify"]
+    assert [fn.api_name for fn in public] == ["classify", "feedback"]
 
 
 def test_image_input_sources_and_queue(demo, monkeypatch):
@@ -304,7 +304,7 @@ def test_launch_kwargs_are_accepted_by_launch(monkeypatch):
         ui.launch_kwargs()
 
 
-def test_launched_app_limits_uploads_and_exposes_only_classify(monkeypatch):
+def test_launched_app_limits_uploads_and_exposes_only_classify_and_feedback(monkeypatch):
     import socket
 
     import httpx
@@ -324,7 +324,7 @@ def test_launched_app_limits_uploads_and_exposes_only_classify(monkeypatch):
         config = httpx.get(f"{url}/config", timeout=30).json()
         assert config["max_file_size"] == 1024 and ".fd-figures" in config["css"]
         public = [d for d in config["dependencies"] if d.get("api_visibility") != "private"]
-        assert [d["api_name"] for d in public] == ["classify"]
+        assert [d["api_name"] for d in public] == ["classify", "feedback"]
     finally:
         demo.close()
 

@@ -5,11 +5,13 @@
 - ``assets``: the examples and the per-class reference thumbnails.
 - ``gradio_compat``: every workaround for, or reach into, Gradio internals (one file to touch on an upgrade).
 - ``events``: the callbacks (``/classify``, the page's own new-photo event, opacity, the model panel).
+- ``feedback``: the "Is this right?" row's words and callbacks (saves go to ``flowerdemo.feedback``).
 - ``layout``: ``build_demo()`` (layout, wiring, queue) and ``launch_kwargs()`` (what Gradio 6 takes at
   ``launch()``: theme, css, upload limit), so ``app.py`` and the tests launch alike.
 
-One API endpoint is public: ``/classify`` with inputs ``(image filepath, opacity float)``; its first output is the
-top-k ``gr.Label``. Every other event is ``api_visibility="private"``.
+Two API endpoints are public: ``/classify`` with inputs ``(image filepath, opacity float)``, whose first output is
+the top-k ``gr.Label``, and ``/feedback`` ``(label, label_kind)``, which saves the session's last answer
+(absent with ``FLOWERDEMO_FEEDBACK=off``). Every other event is ``api_visibility="private"``.
 """
 from .assets import EXAMPLES_DIR, REFERENCES_DIR, example_files, reference_index, reference_items
 from .events import (ResultState, image_source, label_style, make_auto_classify, make_classify, make_model_info,

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..preprocess import InvalidImageError
+from ..preprocess import InvalidImageError, load_image
 from .assets import reference_items, static_url
 from .gradio_compat import update_props
 from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, NO_IMAGE_MESSAGE, NO_IMAGE_TITLE, READY_MESSAGE, TOP_K,
@@ -20,7 +20,8 @@ from .runtime import LazyModel, get_model
 @dataclass(frozen=True)
 class ResultState:
     """What the page keeps of its last answer (per browser session, in ``gr.State``): enough to re-render the
-    heatmaps at another opacity and to style the label, without running the model again."""
+    heatmaps at another opacity and to style the label, without running the model again, and to save the photo
+    with the model's answer when the person says whether it was right (the upload itself may be gone by then)."""
 
     view: Any  # PIL image: the centre crop the model saw
     heatmaps: Any  # [K, h, w] in [0, 1]
@@ -28,6 +29,9 @@ class ResultState:
     verdict: str | None
     classes: int
     references: bool
+    photo: Any = None  # PIL image: the photo as classified (upright RGB), what a saved answer keeps
+    top1: str | None = None
+    prediction_set: tuple = ()
 
 
 def image_source(value: Any):
@@ -48,6 +52,18 @@ def image_source(value: Any):
                 raise gr.Error("The pasted image data is not valid base64.", print_exception=False) from None
         raise gr.Error(NO_IMAGE_MESSAGE, title=NO_IMAGE_TITLE, print_exception=False)
     return value
+
+
+KEPT_SHORT_SIDE = 1024  # a saved photo's short side is at most this (the feedback store's own bound)
+
+
+def photo_to_keep(photo):
+    """The photo an answer keeps for a possible save, without slowing the answer: a JPEG is already decoded at
+    about this size (``load_image``'s draft mode), and a huge photo (a 40 MP PNG) is cut by a whole factor
+    (``Image.reduce``: a few tens of ms against the hundreds its decoding took) instead of being kept in full in
+    every session's state. The store resizes it exactly."""
+    factor = min(photo.size) // KEPT_SHORT_SIDE
+    return photo.reduce(factor) if factor >= 2 else photo
 
 
 def maps_to_show(explanation) -> Any:
@@ -96,7 +112,9 @@ def make_classify(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_C
             raise gr.Error(f"opacity must be in [0, 1], got {opacity}", print_exception=False)
         classifier = get_model(model)
         try:
-            explanation = classifier.explain(source, top_k=top_k, cam_classes=cam_classes)
+            # Opened here, not inside explain(), so the answer can keep the very photo it is about.
+            photo = load_image(source)
+            explanation = classifier.explain(photo, top_k=top_k, cam_classes=cam_classes)
         except InvalidImageError as error:
             raise gr.Error(str(error), title=UNREADABLE_TITLE, print_exception=False) from None
         except ValueError as error:
@@ -112,6 +130,9 @@ def make_classify(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_C
             verdict=prediction.verdict,
             classes=len(prediction.top_k),
             references=bool(references),
+            photo=photo_to_keep(photo),
+            top1=prediction.top_k[0][0],
+            prediction_set=tuple(prediction.prediction_set),
         )
         return (label_value(prediction), verdict_markdown(prediction, sets.level if sets else None),
                 render_overlays(state, opacity), references, state)

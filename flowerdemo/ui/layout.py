@@ -1,15 +1,20 @@
 """The Blocks: layout, then wiring, then the queue. ``build_demo()`` builds without loading the model."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gradio as gr
 
 from .assets import EXAMPLES_DIR, REFERENCES_DIR, example_files
 from .events import make_auto_classify, make_classify, make_intro, make_model_info, rerender
+from .feedback import (NAME_MAX_LENGTH, FeedbackEvents, FeedbackSession, LazyStore, consent_markdown, destination,
+                       feedback_switched_off, not_right_button_text)
 from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, DISCLAIMER, READY_MESSAGE, TOP_K, example_label,
                          intro_markdown)
 from .runtime import (DEFAULT_QUEUE_SIZE, ENV_QUEUE_SIZE, as_lazy, concurrency_limit, env_int, max_file_size)
 
 CACHE_LIFETIME = (1800, 3600)  # Gradio's delete_cache: (sweep every N s, delete files older than M s)
+FEEDBACK_CONCURRENCY = 4  # saves at once: each is a JPEG encode and a short locked commit, not inference
 
 
 CSS = """
@@ -24,6 +29,8 @@ CSS = """
 .fd-figure figcaption { font-size: var(--text-xs); color: var(--body-text-color); margin-top: var(--size-1);
                         overflow-wrap: anywhere; }
 #fd-cams .fd-figures { grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); }
+#fd-feedback { padding: var(--size-2); }
+.fd-feedback-failed { color: var(--error-text-color); }
 """
 
 
@@ -42,11 +49,18 @@ def launch_kwargs(**overrides) -> dict:
     return kwargs
 
 
-def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CAM_CLASSES) -> gr.Blocks:
+def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CAM_CLASSES,
+               feedback_store=None) -> gr.Blocks:
     """Build the app. ``classifier_loader``: a callable returning a ``FlowerClassifier`` (called lazily, once),
-    a loaded classifier, or None for ``FlowerClassifier.load()`` (bundled weights or ``FLOWERDEMO_MODEL``)."""
+    a loaded classifier, or None for ``FlowerClassifier.load()`` (bundled weights or ``FLOWERDEMO_MODEL``).
+
+    ``feedback_store``: where "Is this right?" answers go: None for the environment's store (opened after the
+    model; ``FLOWERDEMO_FEEDBACK=off`` leaves the row out), a ``FeedbackStore``, an opener
+    ``classifier -> store``, or False for no row."""
     model = as_lazy(classifier_loader)
     classify = make_classify(model, top_k, cam_classes)
+    with_feedback = feedback_store is not False and not (feedback_store is None and feedback_switched_off())
+    feedback = FeedbackEvents(model, LazyStore.of(model, feedback_store)) if with_feedback else None
 
     # The reference thumbnails and examples never change: served from where they are, instead of Gradio hashing
     # and copying five thumbnails into its cache on every answer.
@@ -68,6 +82,8 @@ def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CA
                 verdict = gr.Markdown(READY_MESSAGE, label="Verdict", elem_id="fd-verdict", elem_classes=["fd-verdict"])
                 # No big heading: the verdict above already names the top class (or says it is not a flower).
                 label = gr.Label(num_top_classes=top_k, label="Top classes", show_heading=False, elem_id="fd-label")
+                if feedback is not None:
+                    row = feedback_row(destination(feedback_store if hasattr(feedback_store, "save") else None))
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 # HTML, not galleries: the pictures travel inside the answer (heatmaps) or come from a static path
@@ -99,16 +115,67 @@ def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CA
         # only sets the value, so it gets its own follow-up event.
         auto = dict(fn=make_auto_classify(classify), inputs=[image, opacity], outputs=outputs, preprocess=False,
                     api_visibility="private", concurrency_id="model")
-        identify.click(**auto)
-        image.input(**auto)
+        answered = [identify.click(**auto), image.input(**auto)]
         if examples is not None:
-            examples.load_input_event.then(**auto)
+            answered.append(examples.load_input_event.then(**auto))
+        if feedback is not None:
+            wire_feedback(feedback, row, state, answered)
         opacity.change(rerender, inputs=[state, opacity], outputs=[cams], api_visibility="private",
                        show_progress="hidden", concurrency_id="overlay")
         demo.load(make_model_info(model, top_k, cam_classes), outputs=[info], api_visibility="private",
                   show_progress="hidden")
         demo.load(make_intro(model), outputs=[intro], api_visibility="private", show_progress="hidden")
+        if feedback is not None:
+            demo.load(feedback.choices, outputs=[row.choice], api_visibility="private", show_progress="hidden")
 
     demo.queue(default_concurrency_limit=concurrency_limit(), max_size=env_int(ENV_QUEUE_SIZE, DEFAULT_QUEUE_SIZE))
     demo.flowerdemo_model = model  # for tests and callers: demo.flowerdemo_model.loaded
+    demo.flowerdemo_feedback = feedback.store if feedback is not None else None
     return demo
+
+
+def feedback_row(where: str) -> SimpleNamespace:
+    """The row under the label, hidden until there is an answer; nothing in it saves anything until clicked.
+    Returns its components by name (``row.right``, ``row.status``...)."""
+    parts = {}
+    with gr.Column(visible=False, variant="panel", elem_id="fd-feedback") as parts["group"]:
+        gr.Markdown("**Is this right?**")
+        with gr.Row(equal_height=True):
+            parts["right"] = gr.Button("Right", size="sm", elem_id="fd-fb-right", min_width=120)
+            parts["choice"] = gr.Dropdown(choices=[], value=None, label="Not right: it is …", filterable=True,
+                                          elem_id="fd-fb-choice", min_width=200)
+        parts["other"] = gr.Textbox(label="The species' name", visible=False, max_length=NAME_MAX_LENGTH,
+                                    max_lines=1, placeholder="e.g. garden tulip", elem_id="fd-fb-other")
+        parts["not_right"] = gr.Button(not_right_button_text(None), size="sm", interactive=False,
+                                       elem_id="fd-fb-not-right")
+        gr.Markdown(consent_markdown(where), elem_id="fd-fb-consent")
+        parts["status"] = gr.HTML("", elem_id="fd-fb-status")
+        parts["undo"] = gr.Button("Undo", size="sm", visible=False, variant="secondary", elem_id="fd-fb-undo")
+    # The /feedback endpoint's own inputs and output, never shown (as /classify has its own trigger).
+    parts["api_label"] = gr.Textbox(label="label", visible=False)
+    parts["api_kind"] = gr.Textbox(label="label_kind", visible=False)
+    parts["api_saved"] = gr.JSON(label="saved", visible=False)
+    parts["api_trigger"] = gr.Button(visible=False, elem_id="fd-fb-api")
+    parts["session"] = gr.State(FeedbackSession())
+    return SimpleNamespace(**parts)
+
+
+def wire_feedback(feedback: FeedbackEvents, row: SimpleNamespace, state, answered) -> None:
+    """Each answer shows the row afresh; the buttons save or undo, each its own event (never on /classify's
+    path), in their own concurrency group so saves never wait behind inference."""
+    ui_only = dict(api_visibility="private", show_progress="hidden", concurrency_id="feedback-row",
+                   concurrency_limit=None)
+    reset = dict(fn=feedback.for_answer, inputs=[state, row.session],
+                 outputs=[row.group, row.right, row.choice, row.other, row.not_right, row.status, row.undo,
+                          row.session], **ui_only)
+    for event in answered:
+        event.then(**reset)
+    row.choice.change(feedback.choice_changed, inputs=[row.choice], outputs=[row.other, row.not_right], **ui_only)
+    saving = dict(outputs=[row.status, row.undo, row.session], api_visibility="private",
+                  concurrency_id="feedback", concurrency_limit=FEEDBACK_CONCURRENCY)
+    row.right.click(feedback.right, inputs=[state, row.session], **saving)
+    row.not_right.click(feedback.not_right, inputs=[state, row.session, row.choice, row.other], **saving)
+    row.undo.click(feedback.undo, inputs=[row.session], **saving)
+    row.api_trigger.click(feedback.api_save, inputs=[state, row.session, row.api_label, row.api_kind],
+                          outputs=[row.api_saved, row.session], api_name="feedback", concurrency_id="feedback",
+                          concurrency_limit=FEEDBACK_CONCURRENCY)

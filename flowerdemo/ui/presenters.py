@@ -131,9 +131,15 @@ def example_label(path: Path) -> str:
     return stem.replace("_", " ").capitalize()
 
 
-def _short_sha256(path: Path) -> str | None:
+def _short_sha256(classifier, path: Path) -> str | None:
+    """The first 12 hex digits of the model file's SHA-256: the digest taken at load (the one saved answers
+    carry), else the file at ``path`` (a classifier built without ``load``)."""
     from ..hub import sha256_of
+    from .runtime import model_sha256
 
+    digest = model_sha256(classifier)
+    if digest:
+        return digest[:12]
     file = path / "model.pt" if path.is_dir() else path
     try:
         return sha256_of(file)[:12] if file.is_file() else None
@@ -155,7 +161,7 @@ def model_markdown(classifier, top_k: int = TOP_K, cam_classes: int = CAM_CLASSE
         path = Path(source)
         bundled = path.exists() and path.resolve() in (BUNDLED_MODEL_DIR, BUNDLED_MODEL_DIR / "model.pt")
         where = "bundled `weights/`" if bundled else f"`{source}`"
-        digest = _short_sha256(path) if path.exists() else None
+        digest = _short_sha256(classifier, path) if path.exists() else None
         lines.append(f"- Source: {where}" + (f", file SHA-256 `{digest}…`" if digest else ""))
     if meta.flowerdemo_version:
         lines.append(f"- Exported with flowerdemo {meta.flowerdemo_version}")

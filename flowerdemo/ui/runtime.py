@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from typing import Any, Callable
 
 import gradio as gr
@@ -38,8 +39,10 @@ class LazyModel:
         return model
 
 
-def preload_in_background(model: "LazyModel") -> threading.Thread:
-    """Load the model while the server starts; a failure is printed once and reported again to each request."""
+def preload_in_background(model: "LazyModel", feedback_store=None) -> threading.Thread:
+    """Load the model while the server starts, then open the feedback store (a ``LazyStore``, which needs the
+    model's class names, and starts its uploads to a dataset repo if one is set); a failure is printed once and
+    reported again to each request."""
     from ..artifact import ModelLoadError
 
     def load():
@@ -47,6 +50,14 @@ def preload_in_background(model: "LazyModel") -> threading.Thread:
             model()
         except ModelLoadError as error:
             print(f"flowerdemo: the model could not be loaded: {error}", flush=True)
+            return
+        if feedback_store is not None:
+            from ..feedback import FeedbackError
+
+            try:
+                feedback_store()
+            except (FeedbackError, OSError) as error:
+                print(f"flowerdemo: answers cannot be saved: {error}", flush=True)
 
     thread = threading.Thread(target=load, name="load-model", daemon=True)
     thread.start()
@@ -54,11 +65,34 @@ def preload_in_background(model: "LazyModel") -> threading.Thread:
 
 
 def default_loader():
-    """The bundled ``weights/``, or whatever ``FLOWERDEMO_MODEL`` (+ ``_REVISION``, ``_SHA256``) names."""
+    """The bundled ``weights/``, or whatever ``FLOWERDEMO_MODEL`` (+ ``_REVISION``, ``_SHA256``) names; the model
+    file is hashed here, once, so neither a saved answer nor the model panel hashes it again."""
     from ..predict import FlowerClassifier
 
     configure_torch_threads()
-    return FlowerClassifier.load()
+    classifier = FlowerClassifier.load()
+    model_sha256(classifier)
+    return classifier
+
+
+_DIGESTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_DIGESTS_LOCK = threading.Lock()
+
+
+def model_sha256(classifier) -> str | None:
+    """The SHA-256 of the file the classifier was loaded from (``classifier.model_file``), computed once per
+    classifier (under the lock, so two first callers do not both hash it); None for a classifier that did not
+    come from a file, or whose file is gone."""
+    from ..hub import sha256_of
+
+    with _DIGESTS_LOCK:
+        if classifier not in _DIGESTS:
+            path = getattr(classifier, "model_file", None)
+            try:
+                _DIGESTS[classifier] = sha256_of(path) if path and os.path.isfile(path) else None
+            except OSError:
+                _DIGESTS[classifier] = None
+        return _DIGESTS[classifier]
 
 
 def configure_torch_threads() -> int:
