@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import collections
 import errno
-import fcntl
+try:
+    import fcntl  # POSIX: the lock between processes writing one folder
+except ImportError:  # Windows: one process per folder; the threading lock still orders its saves
+    fcntl = None
 import hashlib
 import io
 import json
@@ -218,6 +221,9 @@ def remove_quietly(path: Path) -> None:
 def folder_lock(folder: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``folder/.lock``: held by one process (and one open file) at a time."""
     with open(folder / LOCK_FILE, "a+b") as handle:
+        if fcntl is None:
+            yield
+            return
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -238,11 +244,13 @@ def folder_size(root: Path) -> int:
 
 
 def describe_os_error(error: OSError, root: Path) -> str:
+    """What a visitor is told: what happened, never the server's folder path (that goes to the server's log)."""
+    logger.warning("feedback save in %s failed: %s", root, error)
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"the disk holding the feedback folder {root} is full, so nothing was saved; free some space"
+        return "the disk holding the feedback folder is full, so nothing was saved"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"the feedback folder {root} cannot be written ({error.strerror}), so nothing was saved"
-    return f"saving to the feedback folder {root} failed ({error.strerror or error}), so nothing was saved"
+        return f"the feedback folder cannot be written ({error.strerror}), so nothing was saved"
+    return f"saving to the feedback folder failed ({error.strerror or error}), so nothing was saved"
 
 
 # --- metadata -------------------------------------------------------------------------------------------------
