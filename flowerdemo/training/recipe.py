@@ -164,13 +164,13 @@ class RunOptions:
     pretrained_file: str = ""
     workers: int = 2
     device: str = "auto"
-    extra_data: tuple = ()  # folders of photos from elsewhere (paths: the recipe keeps their names only)
+    extra_data_paths: tuple = ()  # --extra-data folders (paths: the recipe keeps their names only, extra_data)
     eval_every: int = 2  # how often this run looks at val; the weights it trains do not depend on it
 
 
 def run_options_from_args(args: argparse.Namespace) -> RunOptions:
-    values = {f.name: getattr(args, f.name, f.default) for f in fields(RunOptions)}
-    values["extra_data"] = tuple(str(path) for path in values["extra_data"] or ())
+    values = {f.name: getattr(args, f.name, f.default) for f in fields(RunOptions) if f.name != "extra_data_paths"}
+    values["extra_data_paths"] = tuple(str(path) for path in getattr(args, "extra_data", None) or ())
     return RunOptions(**values)
 
 

@@ -554,11 +554,11 @@ def prepare(args, run: RunOptions, processes: Processes, device: torch.device, c
         train_samples, val_samples, class_names = training_and_selection_samples(
             source, args.train_split, args.val_split, args.val_fraction_for_training, args.limit_per_class)
         model, preprocess = build_network(args, run, len(class_names))
-    if run.extra_data:
-        extra = extra_training_samples(run.extra_data, class_names,
+    if run.extra_data_paths:
+        extra = extra_training_samples(run.extra_data_paths, class_names,
                                        FieldSplit(args.field_train_fraction, args.field_calibration_fraction))
         _say(processes, f"--extra-data: {len(extra)} photos of {len({s.label for s in extra})} species in the "
-                        f"training share of {', '.join(run.extra_data)}")
+                        f"training share of {', '.join(run.extra_data_paths)}")
         train_samples = train_samples + extra
     recipe = recipe_from_args(args, preprocess, args.train_crop or default_train_crop(preprocess),
                               processes.world_size)
