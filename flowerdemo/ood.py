@@ -194,10 +194,13 @@ class FlowerGate:
     def rejected(self, scores: GateScores) -> np.ndarray:
         """bool [B]: not a flower. The ImageNet view alone never rejects a photo it files as plant-like, and a
         photo too small to judge is rejected only on the stricter evidence fitted on small photos of flowers."""
-        far = scores.knn > self.knn_reject_threshold
         threshold = np.where(self.low_quality(scores), max(self.reject_threshold, self.low_quality_reject_threshold),
                              self.reject_threshold)
-        return (scores.combined > threshold) & (~scores.plant_like | far)
+        return self._rejected_at(scores, threshold)
+
+    def _rejected_at(self, scores: GateScores, threshold) -> np.ndarray:
+        """The "not a flower" rule at ``threshold`` (a number or one per photo), with the plant-like guard."""
+        return (scores.combined > threshold) & (~scores.plant_like | (scores.knn > self.knn_reject_threshold))
 
     def verdicts(self, scores: GateScores) -> list[str]:
         """species / unknown_species / not_a_flower / too_small per photo. "too small" replaces what a small or
@@ -205,7 +208,7 @@ class FlowerGate:
         may be the photo's fault, not the flower's."""
         rejected = self.rejected(scores)
         unknown = (scores.unknown if scores.unknown is not None else scores.knn) > self.unknown_threshold
-        ordinary_reject = (scores.combined > self.reject_threshold) & (~scores.plant_like | (scores.knn > self.knn_reject_threshold))
+        ordinary_reject = self._rejected_at(scores, self.reject_threshold)
         small = self.low_quality(scores)
         verdicts = []
         for r, u, o, q in zip(rejected, unknown, ordinary_reject, small):
