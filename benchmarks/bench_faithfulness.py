@@ -36,10 +36,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowerdemo.artifact import load_artifact  # noqa: E402
+from flowerdemo.core.artifact import load_artifact  # noqa: E402
 from flowerdemo.training.data import DataSource, training_and_selection_samples  # noqa: E402
-from flowerdemo.gradcam import gradcam_maps, normalize_map  # noqa: E402
-from flowerdemo.preprocess import eval_transform, load_image  # noqa: E402
+from flowerdemo.serve.gradcam import gradcam_maps, normalize_map  # noqa: E402
+from flowerdemo.core.preprocess import eval_transform, load_image  # noqa: E402
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 METHODS = ("gradcam7", "gradcam14", "fused", "centre", "random")
@@ -119,7 +119,7 @@ class SplitNetwork:
 
 def gradcam14(network: SplitNetwork, image: torch.Tensor, class_index: int) -> np.ndarray:
     """Grad-CAM at the 14 x 14 stage: per view, the gradient-weighted sum of its channels; the mirror view's map
-    flipped back and added; then ReLU and scaling, as :func:`flowerdemo.gradcam.gradcam_maps` does at 7 x 7."""
+    flipped back and added; then ReLU and scaling, as :func:`flowerdemo.serve.gradcam.gradcam_maps` does at 7 x 7."""
     with torch.no_grad():
         views = [view.detach().requires_grad_(True) for view in network.early_views(image)]
     with torch.enable_grad():

@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from flowerdemo.hub import parse_source, resolve_model_file  # noqa: E402
-from flowerdemo.predict import FlowerClassifier  # noqa: E402
+from flowerdemo.serve.hub import parse_source, resolve_model_file  # noqa: E402
+from flowerdemo.serve.predict import FlowerClassifier  # noqa: E402
 
 
 def default_image() -> str:

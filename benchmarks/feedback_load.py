@@ -105,7 +105,7 @@ def plan_saves(folder: Path, total: int, gps_every: int, class_names: tuple) -> 
     """``total`` distinct photos in ``folder``, each with its label and the record id the store will give it
     (the SHA-256 of its decoded pixels, computed with the store's own function on the app's own decoder)."""
     from flowerdemo.feedback import encode_photo
-    from flowerdemo.preprocess import load_image
+    from flowerdemo.core.preprocess import load_image
 
     bases = [load_image(path) for path in example_images()]
     planned = []
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     if root.exists() and any(root.iterdir()):
         parser.error(f"{root} is not empty: give an empty or new folder (the checks count what this run saved)")
     root.mkdir(parents=True, exist_ok=True)
-    from flowerdemo.artifact import load_artifact
+    from flowerdemo.core.artifact import load_artifact
 
     class_names = tuple(load_artifact(ROOT / "weights" / "model.pt")[1].class_names)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)

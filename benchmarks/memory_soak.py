@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from flowerdemo.predict import FlowerClassifier  # noqa: E402
+from flowerdemo.serve.predict import FlowerClassifier  # noqa: E402
 
 MB = 1024 * 1024
 

@@ -37,7 +37,7 @@ class UsageError(Exception):
 @dataclass(frozen=True)
 class Result:
     file: str
-    prediction: object | None = None  # flowerdemo.predict.Prediction
+    prediction: object | None = None  # flowerdemo.serve.predict.Prediction
     error: str | None = None
 
 
@@ -66,7 +66,7 @@ def positive_int(text: str) -> int:
 
 
 def sha256_digest(text: str) -> str:
-    from .hub import is_sha256_digest
+    from .serve.hub import is_sha256_digest
 
     digest = text.strip().lower()
     if not is_sha256_digest(digest):
@@ -156,7 +156,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def collect_files(paths: Sequence[str]) -> list[str]:
     """Files as given, folders expanded to their images (recursive, sorted). Missing paths are kept: they
     become per-file errors, like any other unreadable input."""
-    from .preprocess import list_images
+    from .core.preprocess import list_images
 
     files = []
     for path in paths:
@@ -173,8 +173,8 @@ def collect_files(paths: Sequence[str]) -> list[str]:
 
 
 def load_classifier(model: str | None, revision: str | None, sha256: str | None):
-    from .artifact import ModelLoadError
-    from .predict import FlowerClassifier
+    from .core.artifact import ModelLoadError
+    from .serve.predict import FlowerClassifier
 
     try:
         return FlowerClassifier.load(model, revision=revision, sha256=sha256)
@@ -189,7 +189,7 @@ def classify(classifier, files: Sequence[str], batch_size: int, top_k: int) -> I
 
 
 def classify_batch(classifier, files: Sequence[str], top_k: int) -> list[Result]:
-    from .names import displayed
+    from .core.names import displayed
 
     loaded = [read_image(path) for path in files]
     good = [image for image in loaded if not isinstance(image, Result)]
@@ -201,7 +201,7 @@ def classify_batch(classifier, files: Sequence[str], top_k: int) -> list[Result]
 
 def read_image(path: str):
     """The image, or a failed :class:`Result` saying why it cannot be read."""
-    from .preprocess import InvalidImageError, load_image
+    from .core.preprocess import InvalidImageError, load_image
 
     try:
         return load_image(path)
@@ -280,15 +280,17 @@ def table_writer(stream, files: Sequence[str]):
 
 def verdict_cell(prediction) -> str:
     """species / "one of N" / unknown species / "NOT A FLOWER (beagle)", in at most 24 characters."""
-    if prediction.verdict == "not_a_flower":
+    from .core.verdict import Verdict
+
+    if prediction.verdict is Verdict.NOT_A_FLOWER:
         return f"NOT A FLOWER ({prediction.looks_like})"[:24] if prediction.looks_like else "NOT A FLOWER"
-    if prediction.verdict == "unknown_species":
+    if prediction.verdict is Verdict.UNKNOWN_SPECIES:
         return "unknown species"
-    if prediction.verdict == "too_small":
+    if prediction.verdict is Verdict.TOO_SMALL:
         return "too small/blurry to tell"
     if len(prediction.prediction_set) > 1:
         return f"one of {len(prediction.prediction_set)}"
-    return "species" if prediction.verdict else "?"
+    return Verdict.SPECIES.value if prediction.verdict else "?"
 
 
 def table_cells(prediction) -> str:

@@ -36,7 +36,7 @@ class TinyImageNetView(torch.nn.Module):
 
 
 def tiny_gate(imagenet_classes: int = len(TINY_IMAGENET), **overrides):
-    from flowerdemo.ood import FlowerGate
+    from flowerdemo.core.verdict import FlowerGate
 
     values = dict(knn_k=3, imagenet_weights=tuple([0.5] * imagenet_classes), knn_weight=4.0, bias=-1.0,
                   reject_threshold=0.0, knn_reject_threshold=0.9, unknown_threshold=0.8, plant_like=(1, 3))
@@ -48,12 +48,12 @@ def build_tiny_artifact(folder: Path, class_names=TINY_CLASSES, with_gate: bool 
     """A randomly initialised EfficientNet-Lite0 exported exactly like the real model (metadata, k-NN bank,
     verdict rule, prediction sets, mirror averaging), with a tiny network as its ImageNet view."""
     from flowerdemo import __version__
-    from flowerdemo.artifact import MODEL_FILE, ModelMetadata
-    from flowerdemo.conformal import ConformalSets
+    from flowerdemo.core.artifact import MODEL_FILE, ModelMetadata
+    from flowerdemo.core.conformal import ConformalSets
     from flowerdemo.training.export import save_model, script_model
     from flowerdemo.training.models import create_model
-    from flowerdemo.ood import normalize
-    from flowerdemo.preprocess import PreprocessConfig
+    from flowerdemo.core.verdict import normalize
+    from flowerdemo.core.preprocess import PreprocessConfig
 
     torch.manual_seed(seed)
     backbone = create_model("tf_efficientnet_lite0", len(class_names), pretrained=False).eval()
@@ -89,7 +89,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def classifier(tiny_model_dir):
     """The tiny artifact loaded through the app's own loader."""
-    from flowerdemo.predict import FlowerClassifier
+    from flowerdemo.serve.predict import FlowerClassifier
 
     return FlowerClassifier.load(str(tiny_model_dir))
 

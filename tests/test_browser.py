@@ -56,7 +56,7 @@ class CountingClassifier:
 @pytest.fixture(scope="module")
 def feedback_store(tmp_path_factory):
     """Where the page's "Is this right?" saves go during these tests (never the repository's feedback/)."""
-    from flowerdemo.artifact import load_artifact
+    from flowerdemo.core.artifact import load_artifact
     from flowerdemo.feedback import FeedbackStore
 
     _, metadata = load_artifact(ROOT / "weights" / "model.pt")
@@ -65,7 +65,7 @@ def feedback_store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(feedback_store):
-    from flowerdemo.predict import FlowerClassifier
+    from flowerdemo.serve.predict import FlowerClassifier
     from flowerdemo.ui import build_demo, launch_kwargs
 
     classifier = CountingClassifier(FlowerClassifier.load(str(ROOT / "weights")))

@@ -8,9 +8,10 @@ from PIL import Image
 
 from flowerdemo.training import metrics
 from flowerdemo.training.calibration import fit_temperature
-from flowerdemo.gradcam import colorize, contrast_maps, gradcam_maps, overlay
-from flowerdemo.ood import fpr_at_tpr, knn_distance, threshold_at_acceptance, threshold_with_widest_margin
-from flowerdemo.preprocess import PreprocessConfig, PreprocessConfigError
+from flowerdemo.serve.gradcam import colorize, contrast_maps, gradcam_maps, overlay
+from flowerdemo.core.verdict import knn_distance
+from flowerdemo.training.fitting.gate import fpr_at_tpr, threshold_at_acceptance, threshold_with_widest_margin
+from flowerdemo.core.preprocess import PreprocessConfig, PreprocessConfigError
 
 
 def test_topk_and_confusion_metrics():
@@ -154,7 +155,7 @@ def test_overlay_contract():
 
 
 def test_colorize_is_within_one_level_of_the_exact_ramp():
-    from flowerdemo.gradcam import _RAMP
+    from flowerdemo.serve.gradcam import _RAMP
 
     values = np.linspace(0.0, 1.0, 10_001)
     stops = np.linspace(0.0, 1.0, len(_RAMP))

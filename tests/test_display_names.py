@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from flowerdemo import cli, ui
-from flowerdemo.names import display_name, displayed
-from flowerdemo.predict import Explanation, Prediction
+from flowerdemo.core.names import display_name, displayed
+from flowerdemo.serve.predict import Explanation, Prediction
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "sunflower.jpg"
@@ -51,7 +51,7 @@ class DahliaClassifier:
         self.verdict, self.prediction_set = verdict, prediction_set
 
     def explain(self, image, top_k=5, cam_classes=3):
-        from flowerdemo.preprocess import load_image
+        from flowerdemo.core.preprocess import load_image
 
         answer = prediction(self.verdict, self.prediction_set)
         maps = np.random.default_rng(0).random((cam_classes + 1, 7, 7)).astype(np.float32)

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from conftest import CLASSES, write_image_tree
 from flowerdemo.training import train
 from flowerdemo.training.recipe import Recipe
-from flowerdemo.preprocess import PreprocessConfig
+from flowerdemo.core.preprocess import PreprocessConfig
 
 
 def _free_port() -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flowerdemo import ui
-from flowerdemo.predict import FlowerClassifier
+from flowerdemo.serve.predict import FlowerClassifier
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "weights" / "model.pt"

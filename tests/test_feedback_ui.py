@@ -14,8 +14,8 @@ from PIL import Image
 
 from flowerdemo import ui
 from flowerdemo.feedback import FeedbackStore, read_records
-from flowerdemo.hub import sha256_of
-from flowerdemo.predict import FlowerClassifier
+from flowerdemo.serve.hub import sha256_of
+from flowerdemo.serve.predict import FlowerClassifier
 from flowerdemo.ui import feedback as fb
 
 from test_ui import EXAMPLE, ROOT, FakeClassifier
@@ -211,7 +211,7 @@ def test_a_store_that_cannot_be_opened_is_reported_on_each_save_not_cached(model
 
 
 def test_a_model_that_cannot_be_loaded_is_a_message_not_a_crash(answer, store, clock):
-    from flowerdemo.artifact import ModelLoadError
+    from flowerdemo.core.artifact import ModelLoadError
 
     def broken():
         raise ModelLoadError("model file not found: /nowhere/model.pt")
@@ -332,7 +332,7 @@ def test_a_bad_switch_value_stops_the_app_at_start(tiny_classifier, monkeypatch)
 
 
 def test_the_model_file_is_hashed_once(tiny_model_dir, monkeypatch):
-    from flowerdemo import hub
+    from flowerdemo.serve import hub
 
     classifier = FlowerClassifier.load(str(tiny_model_dir))
     calls = []

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flowerdemo import ood
+from flowerdemo.core import verdict as ood
 from flowerdemo.training import evaluate, field_report
 from flowerdemo.training.field import FieldSplit, read_field_labels
 from flowerdemo.training.field_report import PhotoAnswer
@@ -177,7 +177,7 @@ def test_cli_field_test_errors_are_one_line(tmp_path, tiny_model_dir, capsys):
 
 
 def test_the_model_card_shows_photos_from_elsewhere(tmp_path, tiny_model_dir):
-    from flowerdemo.artifact import load_artifact
+    from flowerdemo.core.artifact import load_artifact
     from flowerdemo.training.model_card import render_model_card
 
     _, metadata = load_artifact(tiny_model_dir / "model.pt")

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from flowerdemo.predict import FlowerClassifier, Prediction
-from flowerdemo.preprocess import InvalidImageError
+from flowerdemo.serve.predict import FlowerClassifier, Prediction
+from flowerdemo.core.preprocess import InvalidImageError
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),  # Pillow's notes on the garbage it is fed
               pytest.mark.filterwarnings("ignore:Saving I mode images as PNG is deprecated")]

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from corpus import CASES, ERROR_IDS, OK_IDS
-from flowerdemo.predict import Prediction
-from flowerdemo.preprocess import MAX_IMAGE_PIXELS, InvalidImageError, load_image
+from flowerdemo.serve.predict import Prediction
+from flowerdemo.core.preprocess import MAX_IMAGE_PIXELS, InvalidImageError, load_image
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_bomb_is_refused_before_decoding(monkeypatch, corpus_dir):
 def test_extreme_aspect_ratio_is_cropped_not_blown_up(classifier):
     """A 1x30000 strip would become 256 x 7.7 million pixels if resized whole; the crop keeps it cheap, and
     ordinary shapes (up to 16:1) are left alone."""
-    from flowerdemo.preprocess import cap_aspect_ratio
+    from flowerdemo.core.preprocess import cap_aspect_ratio
 
     strip = load_image(CASES["strip_1x30000"].data)
     assert cap_aspect_ratio(strip).size == (16, 1)

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from conftest import TINY_CLASSES, TinyImageNetView, tiny_gate
-from flowerdemo.artifact import METADATA_FILE, MODEL_FILE, ModelLoadError, ModelMetadata, quiet_torchscript
+from flowerdemo.core.artifact import METADATA_FILE, MODEL_FILE, ModelLoadError, ModelMetadata, quiet_torchscript
 from flowerdemo.training.export import script_model
-from flowerdemo.predict import FlowerClassifier
-from flowerdemo.preprocess import PreprocessConfig
+from flowerdemo.serve.predict import FlowerClassifier
+from flowerdemo.core.preprocess import PreprocessConfig
 
 REPO = "owner/repo"
 MAIN_COMMIT = hashlib.sha1(b"second commit").hexdigest()
@@ -189,10 +189,10 @@ def test_right_sha256_loads(hub_repo, monkeypatch):
 
 @pytest.mark.parametrize("via", ["argument", "env"])
 def test_wrong_sha256_is_refused_before_loading(hub_repo, monkeypatch, via):
-    import flowerdemo.predict
+    import flowerdemo.serve.predict
 
     loaded = []
-    monkeypatch.setattr(flowerdemo.predict, "load_artifact", lambda path: loaded.append(path))
+    monkeypatch.setattr(flowerdemo.serve.predict, "load_artifact", lambda path: loaded.append(path))
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loaded.append(a))
     wrong = hub_repo["old_sha256"]  # a real digest, of another file
     kwargs = {"sha256": wrong} if via == "argument" else {}
@@ -297,7 +297,7 @@ def test_inconsistent_metadata_is_refused(tmp_path, case):
 
 @pytest.mark.parametrize("mirror_average, claimed", [(True, "none"), (False, "hflip_mean")])
 def test_metadata_must_say_truly_whether_the_network_mirror_averages(tmp_path, mirror_average, claimed):
-    from flowerdemo.artifact import save_artifact
+    from flowerdemo.core.artifact import save_artifact
 
     honest = ModelMetadata.from_dict(dict(metadata_dict(), test_time_augmentation="hflip_mean" if mirror_average else "none"))
     lying = ModelMetadata.from_dict(dict(metadata_dict(), test_time_augmentation=claimed))

@@ -13,7 +13,7 @@ import json, sys
 sys.path.insert(0, {root!r})
 import runpy
 runpy.run_path({app!r}, run_name="not_main")   # app.py's imports, without launch()
-import flowerdemo.cli, flowerdemo.predict, flowerdemo.ui
+import flowerdemo.cli, flowerdemo.serve.predict, flowerdemo.ui
 loaded = sorted(m for m in sys.modules if m == "timm" or m.startswith(("timm.", "flowerdemo.training")))
 print(json.dumps(loaded))
 """

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from flowerdemo.predict import FlowerClassifier
+from flowerdemo.serve.predict import FlowerClassifier
 
 
 class RecordingModule:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from flowerdemo.preprocess import PreprocessConfig, train_transform
+from flowerdemo.core.preprocess import PreprocessConfig, train_transform
 from flowerdemo.training.augment import Degrade, Grayscale, Squash, ZoomOut, photo_steps
 from flowerdemo.training.data import Sample, extra_training_samples
 from flowerdemo.training.field import FieldSplit, field_part, read_field_labels

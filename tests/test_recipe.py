@@ -6,7 +6,7 @@ import io
 import pytest
 import torch
 
-from flowerdemo.preprocess import PreprocessConfig
+from flowerdemo.core.preprocess import PreprocessConfig
 from flowerdemo.training.recipe import Recipe, RecipeError, RunOptions
 
 

@@ -12,9 +12,9 @@ from PIL import Image
 
 from conftest import CLASSES, write_image_tree
 from flowerdemo.training import export, train
-from flowerdemo.artifact import load_artifact
+from flowerdemo.core.artifact import load_artifact
 from flowerdemo.training.models import PretrainedWeightsError, create_model
-from flowerdemo.predict import FlowerClassifier
+from flowerdemo.serve.predict import FlowerClassifier
 
 ARCH = "test_convnext"  # timm's 0.3 M-parameter ConvNeXt: 160 px, bicubic, mean = std = 0.5, crop_pct 0.95
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from flowerdemo.training import evaluate, export, train
-from flowerdemo.artifact import load_artifact
+from flowerdemo.core.artifact import load_artifact
 from flowerdemo.training.data import DataSource, ImageListDataset, load_split
-from flowerdemo.predict import FlowerClassifier
-from flowerdemo.preprocess import eval_transform
+from flowerdemo.serve.predict import FlowerClassifier
+from flowerdemo.core.preprocess import eval_transform
 
 from conftest import CLASSES, write_image_tree
 

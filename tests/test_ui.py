@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from flowerdemo import ui
-from flowerdemo.predict import NOT_A_FLOWER_MESSAGE, Explanation, FlowerClassifier, Prediction
+from flowerdemo.serve.predict import NOT_A_FLOWER_MESSAGE, Explanation, FlowerClassifier, Prediction
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "sunflower.jpg"
@@ -62,8 +62,8 @@ class FakeClassifier:
         self.prediction_set, self.looks_like = prediction_set, looks_like
 
     def explain(self, image, top_k=5, cam_classes=3):
-        from flowerdemo.predict import wants_contrast
-        from flowerdemo.preprocess import load_image
+        from flowerdemo.serve.predict import wants_contrast
+        from flowerdemo.core.preprocess import load_image
 
         picture = load_image(image).resize((224, 224))
         prediction = Prediction(top_k=tuple(zip(self.names, self.probabilities)), class_indices=(0, 1, 2),
@@ -143,7 +143,7 @@ def test_missing_image_and_bad_opacity_are_gr_errors(classify):
 
 
 def test_model_load_failure_is_reported_not_raised(tmp_path):
-    from flowerdemo.artifact import ModelLoadError
+    from flowerdemo.core.artifact import ModelLoadError
 
     def broken():
         raise ModelLoadError("model file not found: /nowhere/model.pt")
@@ -253,7 +253,9 @@ def test_model_panel(tiny_classifier, tiny_model_dir):
     assert "3 classes" in text and "tf_efficientnet_lite0" in text
     assert "top-1 **50.0%**" in text  # metrics["test"]["top1"] of the tiny artifact
     assert "T = 1.5" in text
-    assert "frozen ImageNet network" in text and "3th" not in text and "0.800" in text  # the unknown distance
+    # the unknown-species score weighs a cosine distance with the top probability: no "farther than <score>" claim
+    assert "frozen ImageNet network" in text and "3th" not in text and "nearest training photos (cosine distance)" in text
+    assert "farther than 0.800" not in text
     assert "hold the right species in 90% of photos" in text  # the tiny model's prediction-set level
     assert "SHA-256" in text
 
@@ -333,7 +335,7 @@ def test_importing_app_does_not_load_the_model():
     """A model that cannot be loaded must not break `import app`: loading waits for the first request."""
     code = ("import sys, app; "
             "assert not app.demo.flowerdemo_model.loaded; "
-            "assert 'flowerdemo.predict' not in sys.modules, 'import pulled in the model code'; "
+            "assert 'flowerdemo.serve.predict' not in sys.modules, 'import pulled in the model code'; "
             "print('ok')")
     env = dict(os.environ, FLOWERDEMO_MODEL=str(ROOT / "no-such-model"), GRADIO_ANALYTICS_ENABLED="False")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -346,7 +348,7 @@ def test_importing_app_does_not_load_the_model():
 
 
 def test_reference_thumbnails_cover_every_class_and_stay_small():
-    from flowerdemo.artifact import load_artifact
+    from flowerdemo.core.artifact import load_artifact
 
     index = ui.reference_index()
     _, bundled = load_artifact(ROOT / "weights" / "model.pt")
@@ -370,7 +372,7 @@ def test_reference_thumbnails_are_keyed_by_torchvisions_class_names():
 
 
 def test_examples_are_small_readable_and_include_non_flowers():
-    from flowerdemo.preprocess import load_image
+    from flowerdemo.core.preprocess import load_image
 
     files = ui.example_files()
     assert len(files) >= 8

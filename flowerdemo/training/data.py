@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, Dataset
 
-from ..preprocess import IMAGE_EXTENSIONS, PreprocessConfig, eval_transform, list_images, load_image
+from ..core.preprocess import IMAGE_EXTENSIONS, PreprocessConfig, eval_transform, list_images, load_image
 
 # --dataset: torchvision's official Flowers-102 (ROOT/flowers-102/{jpg/,imagelabels.mat,setid.mat}), any
 # ImageFolder tree (ROOT/<split>/<class>/*.jpg), or the labels.csv layout (labels.csv, classes.json, images/).

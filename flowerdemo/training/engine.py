@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..ood import pooled_embedding, sharpness
+from ..core.verdict import pooled_embedding, sharpness
 
 Stage = Callable[[torch.Tensor], torch.Tensor]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import engine
-from ..artifact import ModelLoadError
+from ..core.artifact import ModelLoadError
 from .data import (DataSource, DatasetLayoutError, Sample, add_data_arguments, eval_loader, load_split,
                    nonflower_photos)
 from .field import (FIELD_PARTS, LABELS_FILE, FieldSample, FieldSplit, field_part, is_feedback_store,
@@ -30,9 +30,10 @@ from .field_report import FieldReport, PhotoAnswer, field_report, format_field_r
 from .metrics import (confusion_matrix, expected_calibration_error, macro_f1, most_confused_pairs,
                       negative_log_likelihood, per_class_accuracy, per_class_f1, reliability_bins, roc_auc,
                       softmax, topk_accuracy)
-from ..conformal import coverage_and_size
-from ..ood import VERDICTS, fpr_at_tpr
-from ..preprocess import PreprocessConfig
+from ..core.verdict import Verdict
+from .fitting.conformal import coverage_and_size
+from .fitting.gate import fpr_at_tpr
+from ..core.preprocess import PreprocessConfig
 
 
 def collect_outputs(module, preprocess: PreprocessConfig, samples, workers: int = 2, desc: str = "eval",
@@ -62,7 +63,7 @@ def check_same_classes(model_names, data_names, data_root: str) -> None:
 
 def load_classifier(model):
     """``model`` as given (a loaded FlowerClassifier) or loaded from a path / hub source, the app's own way."""
-    from ..predict import FlowerClassifier
+    from ..serve.predict import FlowerClassifier
 
     return model if isinstance(model, FlowerClassifier) else FlowerClassifier.load(model)
 
@@ -275,7 +276,7 @@ def verdict_lines(report: dict) -> list[str]:
         if group in verdicts:
             row = verdicts[group]
             lines.append(f"  verdicts on {row['images']} {'test flowers' if group == 'flowers' else 'held-out non-flowers'}: "
-                         + ", ".join(f"{name} {row[name]:.2%}" for name in VERDICTS))
+                         + ", ".join(f"{v.value} {row[v.value]:.2%}" for v in Verdict))
     if report.get("ood"):
         ood = report["ood"]
         lines.append(f"  not-a-flower parts ({ood['flowers']} flowers vs {ood['nonflowers']} non-flowers):")

@@ -7,7 +7,7 @@ Steps, each a function below: load the weights (a trainer checkpoint, or an earl
 recompute the trained layers' BatchNorm statistics on the training images at the eval transform (checkpoints
 only); add the frozen ImageNet network as the "what else could it be" view; collect outputs on the k-NN bank
 (training images), val (never trained on) and the calibration non-flowers; calibrate (temperature, then
-conformal prediction sets on the calibrated probabilities); fit the verdict rule (:class:`~flowerdemo.ood.
+conformal prediction sets on the calibrated probabilities); fit the verdict rule (:class:`~flowerdemo.core.verdict.
 FlowerGate`); assemble the metadata; save; verify by evaluating the test split and the held-out non-flowers
 with the app's own loading code; write ``metrics.json``, plots and the model card.
 """
@@ -26,17 +26,18 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..artifact import (METADATA_FILE, MODEL_FILE, ModelLoadError, ModelMetadata, load_artifact, quiet_torchscript,
+from ..core.artifact import (METADATA_FILE, MODEL_FILE, ModelLoadError, ModelMetadata, load_artifact, quiet_torchscript,
                        save_artifact)
 from .calibration import fit_temperature
-from ..conformal import ConformalSets, fit_conformal, select_penalty
+from ..core.conformal import ConformalSets
+from .fitting.conformal import fit_conformal, select_penalty
 from .data import DataSource, DatasetLayoutError, add_data_arguments, nonflower_photos, training_and_selection_samples
 from .engine import Outputs
 from .metrics import roc_auc, softmax
-from ..ood import (FlowerGate, fit_logistic, log_softmax_np, knn_distance, normalize, out_of_fold_scores,
-                  plant_like_indices, threshold_at_acceptance, threshold_with_widest_margin)
+from ..core.verdict import FlowerGate, knn_distance, log_softmax_np, normalize, plant_like_indices
+from .fitting.gate import fit_logistic, out_of_fold_scores, threshold_at_acceptance, threshold_with_widest_margin
 from .models import IMAGENET_CLASSES, ArchitectureError, PretrainedWeightsError
-from ..preprocess import PreprocessConfig
+from ..core.preprocess import PreprocessConfig
 from .recipe import Recipe, RecipeError
 from .train import CheckpointError
 
@@ -202,7 +203,7 @@ def source_from_model(path: str | Path) -> Source:
 
     Read without ``load_artifact``'s checks on purpose: upgrading files those checks refuse is the point.
     """
-    from ..hub import parse_source, resolve_model_file
+    from ..serve.hub import parse_source, resolve_model_file
 
     file = resolve_model_file(parse_source(str(path)))
     extra = {METADATA_FILE: ""}
@@ -256,7 +257,7 @@ def imagenet_class_info() -> tuple[list[str], tuple]:
 def fit_prediction_sets(val: Outputs, temperature: float, level: float, penalty: float | None,
                         k_reg: int) -> tuple[ConformalSets, dict]:
     """Conformal sets on the calibrated probabilities of the val photos never trained on; the RAPS penalty
-    chosen on those photos too (:func:`~flowerdemo.conformal.select_penalty`) unless given."""
+    chosen on those photos too (:func:`~flowerdemo.core.conformal.select_penalty`) unless given."""
     probabilities = softmax(val.logits, temperature)
     report = {}
     if penalty is None:

@@ -9,7 +9,7 @@ prediction set, its verdict) as the evaluator computed it, so the figures can be
   verdict mix is the figure (how many were named as one of the known species, called "a flower I don't know",
   "not a flower", or any other verdict).
 
-Verdict names come from :data:`flowerdemo.ood.VERDICTS`, read when a report is made, so a verdict added there
+Verdict names come from :class:`flowerdemo.core.verdict.Verdict`, read when a report is made, so a verdict added there
 shows up here without a change.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .. import ood
+from ..core.verdict import Verdict
 from .field import FIELD_KINDS, FieldSample
 
 OVERALL = "all"  # the name of the group that holds every source
@@ -30,15 +30,15 @@ class PhotoAnswer:
 
     ranked: tuple  # the most likely classes, most likely first (at least five where the model has five)
     prediction_set: tuple | None = None  # the conformal set's classes; None when the model ships no set rule
-    verdict: str | None = None  # one of ood.VERDICTS; None when the model ships no verdict rule
+    verdict: Verdict | None = None  # None when the model ships no verdict rule
 
 
 def verdict_shares(verdicts: Sequence[str]) -> dict:
-    """The share of each verdict in ``verdicts`` (every name in ood.VERDICTS, zeros included) and their count."""
+    """The share of each verdict in ``verdicts`` (every Verdict, zeros included) and their count."""
     verdicts = list(verdicts)
     if not verdicts:
         raise ValueError("verdict shares need at least one verdict")
-    return {name: verdicts.count(name) / len(verdicts) for name in ood.VERDICTS} | {"images": len(verdicts)}
+    return {v.value: verdicts.count(v) / len(verdicts) for v in Verdict} | {"images": len(verdicts)}
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def _percent(value) -> str:
 def _mix_text(mix: dict | None) -> str:
     if mix is None:
         return "no verdict rule"
-    return ", ".join(f"{name} {mix[name]:.1%}" for name in ood.VERDICTS)
+    return ", ".join(f"{v.value} {mix[v.value]:.1%}" for v in Verdict)
 
 
 def format_field_report(report: FieldReport) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..artifact import MODEL_FILE, ModelMetadata
+from ..core.artifact import MODEL_FILE, ModelMetadata
 
 
 def _percent(value) -> str:

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from ..preprocess import INTERPOLATIONS, PreprocessConfig
+from ..core.preprocess import INTERPOLATIONS, PreprocessConfig
 from .recipe import RecipeError
 
 # The TF Lite weights expect inputs scaled to [-1, 1]; our preprocessing uses ImageNet mean/std, and the

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..artifact import MODEL_FILE, ModelLoadError, load_artifact
+from ..core.artifact import MODEL_FILE, ModelLoadError, load_artifact
 
 UPLOADED_PATTERNS = ["model.pt", "README.md", "metrics.json", "*.png"]
 

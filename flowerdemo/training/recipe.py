@@ -11,7 +11,7 @@ import argparse
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
-from ..preprocess import PreprocessConfig
+from ..core.preprocess import PreprocessConfig
 
 AUGMENTS = ("trivialaugment", "colorjitter", "none")
 CLASS_BALANCES = ("none", "sampler", "loss")

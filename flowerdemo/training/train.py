@@ -44,7 +44,7 @@ from .metrics import topk_accuracy
 from .models import (DEFAULT_ARCH, ArchitectureError, PretrainedWeightsError, check_feature_map, check_imagenet_head,
                      create_model, default_train_crop, freeze_stem_and_stages, preprocess_config)
 from .recipe import CLASS_BALANCES, Recipe, RecipeError, RunOptions, recipe_from_args, run_options_from_args
-from ..preprocess import train_transform
+from ..core.preprocess import train_transform
 
 DEFAULTS = RunOptions()
 

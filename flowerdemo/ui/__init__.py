@@ -1,4 +1,4 @@
-"""The Gradio app: a thin adapter around :class:`flowerdemo.predict.FlowerClassifier`.
+"""The Gradio app: a thin adapter around :class:`flowerdemo.serve.predict.FlowerClassifier`.
 
 - ``runtime``: the lazily loaded model (once, thread-safe; failures not cached), torch threads, env settings.
 - ``presenters``: pure functions from predictions and metadata to the page's text.

@@ -5,11 +5,14 @@ import functools
 import json
 from pathlib import Path
 
-from ..names import display_name
+from ..core.names import display_name
+from ..core.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLES_DIR = ROOT / "examples"
 REFERENCES_DIR = Path(__file__).resolve().parent.parent / "assets" / "references"
+# examples/ names its non-flower photos not_a_flower_<what>.jpg: the page lists them last, captioned as such
+NOT_A_FLOWER_EXAMPLE = Verdict.NOT_A_FLOWER.value
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,4 +47,4 @@ def static_url(path: str) -> str:
 def example_files(folder: Path = EXAMPLES_DIR) -> list[Path]:
     """Flowers first (alphabetical), then the "not a flower" photos."""
     files = [p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")]
-    return sorted(files, key=lambda p: (p.stem.startswith("not_a_flower"), p.stem))
+    return sorted(files, key=lambda p: (p.stem.startswith(NOT_A_FLOWER_EXAMPLE), p.stem))

@@ -8,7 +8,8 @@ from typing import Any
 
 import gradio as gr
 
-from ..preprocess import InvalidImageError, load_image
+from ..core.preprocess import InvalidImageError, load_image
+from ..core.verdict import Verdict
 from .assets import reference_items, static_url
 from .gradio_compat import update_props
 from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, NO_IMAGE_MESSAGE, NO_IMAGE_TITLE, READY_MESSAGE, TOP_K,
@@ -26,7 +27,7 @@ class ResultState:
     view: Any  # PIL image: the centre crop the model saw
     heatmaps: Any  # [K, h, w] in [0, 1]
     captions: tuple
-    verdict: str | None
+    verdict: Verdict | None
     classes: int
     references: bool
     photo: Any = None  # PIL image: the photo as classified (upright RGB), what a saved answer keeps
@@ -77,7 +78,7 @@ def maps_to_show(explanation) -> Any:
 
 def render_overlays(state: ResultState | None, opacity: float) -> str:
     """The stored Grad-CAM maps over the photo at this opacity, with their captions, as inline HTML."""
-    from ..gradcam import overlay
+    from ..serve.gradcam import overlay
 
     if not state:
         return ""
@@ -146,11 +147,11 @@ def label_style(state: "ResultState | None") -> tuple:
     if not state:
         return (gr.update(label="Top classes", elem_classes=[]), gr.update(visible=True))
     count = state.classes
-    if state.verdict == "not_a_flower":
+    if state.verdict is Verdict.NOT_A_FLOWER:
         label = gr.update(label=f"Top {count} guesses — unlikely: not a flower", elem_classes=["fd-unlikely"])
-    elif state.verdict == "unknown_species":
+    elif state.verdict is Verdict.UNKNOWN_SPECIES:
         label = gr.update(label=f"Nearest {count} known species — probably none of them", elem_classes=["fd-unlikely"])
-    elif state.verdict == "too_small":
+    elif state.verdict is Verdict.TOO_SMALL:
         label = gr.update(label=f"Top {count} guesses — the photo is too small or blurry to be sure", elem_classes=[])
     else:
         label = gr.update(label=f"Top {count} classes", elem_classes=[])

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..names import display_name
+from ..core.names import display_name
+from ..core.verdict import Verdict
+from .assets import NOT_A_FLOWER_EXAMPLE
 
 TOP_K = 5
 CAM_CLASSES = 3
@@ -40,19 +42,19 @@ def percent(probability: float) -> str:
 def verdict_markdown(prediction, set_level: float | None = None) -> str:
     """The answer above the label: a species, "one of" a few, a flower it does not know, or not a flower.
     ``set_level``: how often the model's prediction sets hold the right species (from its metadata)."""
-    from ..predict import NOT_A_FLOWER_MESSAGE
+    from ..serve.predict import NOT_A_FLOWER_MESSAGE
 
     name, probability = prediction.top_k[0]
     name = display_name(name)
-    if prediction.verdict == "not_a_flower":
+    if prediction.verdict is Verdict.NOT_A_FLOWER:
         looks_like = f"It looks like {_with_article(prediction.looks_like)}. " if prediction.looks_like else ""
         return (f"### Not a flower\n{looks_like}{NOT_A_FLOWER_MESSAGE}\n\n"
                 f"The guesses below are **unlikely** to be right (best: {name}, {percent(probability)}).")
-    if prediction.verdict == "unknown_species":
+    if prediction.verdict is Verdict.UNKNOWN_SPECIES:
         nearest = ", ".join(display_name(n) for n, _ in prediction.top_k[:NEAREST_SHOWN])
         return ("### A flower I don't know\nIt looks like a flower, but far from every one of the species I was "
                 f"trained on, so it is probably none of them.\n\nNot it, but nearest: {nearest}.")
-    if prediction.verdict == "too_small":
+    if prediction.verdict is Verdict.TOO_SMALL:
         guesses = ", ".join([display_name(n) for n in prediction.prediction_set][:TOO_SMALL_SHOWN] or [name])
         return ("### Too small or blurry to tell well\nThe photo has too little detail to judge the species (or "
                 "whether it is a flower) well: try a closer, sharper photo of one bloom.\n\n"
@@ -125,8 +127,8 @@ def error_markdown(error: gr.Error) -> str:
 
 def example_label(path: Path) -> str:
     stem = path.stem
-    if stem.startswith("not_a_flower"):
-        thing = stem[len("not_a_flower"):].strip("_").replace("_", " ") or "photo"
+    if stem.startswith(NOT_A_FLOWER_EXAMPLE):
+        thing = stem[len(NOT_A_FLOWER_EXAMPLE):].strip("_").replace("_", " ") or "photo"
         return f"{thing.capitalize()} (not a flower)"
     return stem.replace("_", " ").capitalize()
 
@@ -134,7 +136,7 @@ def example_label(path: Path) -> str:
 def _short_sha256(classifier, path: Path) -> str | None:
     """The first 12 hex digits of the model file's SHA-256: the digest taken at load (the one saved answers
     carry), else the file at ``path`` (a classifier built without ``load``)."""
-    from ..hub import sha256_of
+    from ..serve.hub import sha256_of
     from .runtime import model_sha256
 
     digest = model_sha256(classifier)
@@ -156,7 +158,7 @@ def model_markdown(classifier, top_k: int = TOP_K, cam_classes: int = CAM_CLASSE
         repo, _, revision = source[len("hf://"):].partition("@")
         lines.append(f"- Source: Hugging Face Hub `{repo}`, revision `{revision or 'main'}`")
     else:
-        from ..hub import BUNDLED_MODEL_DIR
+        from ..serve.hub import BUNDLED_MODEL_DIR
 
         path = Path(source)
         bundled = path.exists() and path.resolve() in (BUNDLED_MODEL_DIR, BUNDLED_MODEL_DIR / "model.pt")
@@ -224,10 +226,11 @@ def _not_a_flower_line(gate, metrics) -> str:
 
 
 def _unknown_species_line(gate, metrics) -> str:
-    text = (f"- \"A flower I don't know\": an accepted photo farther than {gate.unknown_threshold:.3f} (cosine) "
-            "from its nearest training photos")
-    left_out = _measured(metrics, "unknown_species", "left_out", "unknown_species")
-    cost = _measured(metrics, "unknown_species", "known_called_unknown")
+    text = ("- \"A flower I don't know\": an accepted photo far from its nearest training photos (cosine "
+            "distance) and whose likeliest species is unlikely, weighed together")
+    unknown = Verdict.UNKNOWN_SPECIES.value  # the evaluator's metrics are keyed by the verdict's value
+    left_out = _measured(metrics, unknown, "left_out", unknown)
+    cost = _measured(metrics, unknown, "known_called_unknown")
     if left_out is not None and cost is not None:
         text += (f"; catches {percent(left_out)} of photos of species left out of those training photos, and "
                  f"says it of {percent(cost)} of known test flowers")

@@ -43,7 +43,7 @@ def preload_in_background(model: "LazyModel", feedback_store=None) -> threading.
     """Load the model while the server starts, then open the feedback store (a ``LazyStore``, which needs the
     model's class names, and starts its uploads to a dataset repo if one is set); a failure is printed once and
     reported again to each request."""
-    from ..artifact import ModelLoadError
+    from ..core.artifact import ModelLoadError
 
     def load():
         try:
@@ -67,7 +67,7 @@ def preload_in_background(model: "LazyModel", feedback_store=None) -> threading.
 def default_loader():
     """The bundled ``weights/``, or whatever ``FLOWERDEMO_MODEL`` (+ ``_REVISION``, ``_SHA256``) names; the model
     file is hashed here, once, so neither a saved answer nor the model panel hashes it again."""
-    from ..predict import FlowerClassifier
+    from ..serve.predict import FlowerClassifier
 
     configure_torch_threads()
     classifier = FlowerClassifier.load()
@@ -83,7 +83,7 @@ def model_sha256(classifier) -> str | None:
     """The SHA-256 of the file the classifier was loaded from (``classifier.model_file``), computed once per
     classifier (under the lock, so two first callers do not both hash it); None for a classifier that did not
     come from a file, or whose file is gone."""
-    from ..hub import sha256_of
+    from ..serve.hub import sha256_of
 
     with _DIGESTS_LOCK:
         if classifier not in _DIGESTS:
@@ -120,7 +120,7 @@ def as_lazy(classifier_loader) -> LazyModel:
 
 
 def get_model(model: LazyModel):
-    from ..artifact import ModelLoadError
+    from ..core.artifact import ModelLoadError
 
     try:
         return model()

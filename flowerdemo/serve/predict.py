@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .artifact import ModelLoadError, ModelMetadata, load_artifact, quiet_torchscript
+from ..core.artifact import ModelLoadError, ModelMetadata, load_artifact, quiet_torchscript
 from .gradcam import contrast_maps, gradcam_maps
 from .hub import ModelSource, parse_source, resolve_model_file
-from .ood import pooled_embedding, sharpness
-from .preprocess import ImageSource, eval_transform, load_image, view_transform
+from ..core.verdict import Verdict, pooled_embedding, sharpness
+from ..core.preprocess import ImageSource, eval_transform, load_image, view_transform
 
 NOT_A_FLOWER_MESSAGE = "If it is a flower, try a closer photo of the bloom."
 
@@ -28,10 +28,14 @@ NOT_A_FLOWER_MESSAGE = "If it is a flower, try a closer photo of the bloom."
 class Prediction:
     top_k: tuple  # ((label, probability), ...), most likely first
     class_indices: tuple
-    verdict: str | None = None  # one of ood.VERDICTS; None when the model ships no verdict rule
+    verdict: Verdict | None = None  # None when the model ships no verdict rule
     prediction_set: tuple = ()  # labels that hold the true species at the model's stated level (species verdicts)
     looks_like: str | None = None  # the ImageNet view's name for what a not_a_flower photo shows
     ood_score: float | None = None  # log-odds of "not a flower" (higher means less flower-like)
+
+    def __post_init__(self) -> None:
+        if self.verdict is not None and not isinstance(self.verdict, Verdict):
+            object.__setattr__(self, "verdict", Verdict(self.verdict))  # a stored value ("species") becomes the type
 
     @property
     def label(self) -> str:
@@ -43,18 +47,15 @@ class Prediction:
 
     @property
     def is_flower(self) -> bool | None:
-        return None if self.verdict is None else self.verdict != "not_a_flower"
+        return None if self.verdict is None else self.verdict.is_flower
 
     def to_dict(self) -> dict:
         return {"top_k": [{"label": label, "prob": round(prob, 6)} for label, prob in self.top_k],
-                "verdict": self.verdict, "is_flower": self.is_flower, "prediction_set": list(self.prediction_set),
+                "verdict": None if self.verdict is None else self.verdict.value, "is_flower": self.is_flower, "prediction_set": list(self.prediction_set),
                 "looks_like": self.looks_like,
                 "ood_score": None if self.ood_score is None else round(self.ood_score, 6)}
 
 
-# Verdicts that come with a prediction set: a named species ("one of ..."), and a photo too small to judge well,
-# whose best guesses are the set (larger, since such photos are calibrated on too).
-SET_VERDICTS = (None, "species", "too_small")
 # Top two within this calibrated probability of each other count as "close": worth a "why A and not B" map.
 CLOSE_CALL = 0.25
 
@@ -70,7 +71,7 @@ class Explanation:
 
 def wants_contrast(prediction: Prediction) -> bool:
     """A named species that is "one of" several, or whose runner-up is close: show why the first, not the second."""
-    if prediction.verdict not in (None, "species") or len(prediction.top_k) < 2:
+    if prediction.verdict not in (None, Verdict.SPECIES) or len(prediction.top_k) < 2:
         return False
     return len(prediction.prediction_set) > 1 or prediction.top_k[0][1] - prediction.top_k[1][1] < CLOSE_CALL
 
@@ -211,7 +212,7 @@ class FlowerClassifier:
             scores = meta.gate.scores(imagenet.numpy(), pooled_embedding(features), self.ood_bank,
                                       probabilities.numpy(), input_sharpness)
             verdicts = meta.gate.verdicts(scores)
-            looks_like = [meta.imagenet_class_names[i] if v == "not_a_flower" else None
+            looks_like = [meta.imagenet_class_names[i] if v is Verdict.NOT_A_FLOWER else None
                           for i, v in zip(scores.imagenet_top, verdicts)]
             combined = [float(value) for value in scores.combined]
         sets = meta.prediction_sets.sets(probabilities.numpy()) if meta.prediction_sets is not None else [None] * count
@@ -222,8 +223,13 @@ class FlowerClassifier:
                 top_k=tuple((self.class_names[i], float(p)) for i, p in zip(row_indices, row_values)),
                 class_indices=tuple(row_indices),
                 verdict=verdicts[row],
-                prediction_set=tuple(self.class_names[i] for i in in_set) if verdicts[row] in SET_VERDICTS else (),
+                prediction_set=tuple(self.class_names[i] for i in in_set) if _has_set(verdicts[row]) else (),
                 looks_like=looks_like[row],
                 ood_score=combined[row],
             ))
         return results
+
+
+def _has_set(verdict: Verdict | None) -> bool:
+    """A model without a verdict rule still gets its sets (or its top class); see :attr:`Verdict.has_prediction_set`."""
+    return verdict is None or verdict.has_prediction_set

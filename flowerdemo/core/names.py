@@ -19,7 +19,7 @@ def display_name(name) -> str:
 
 
 def displayed(prediction):
-    """A copy of a :class:`flowerdemo.predict.Prediction` whose top-k and prediction-set names are display names
+    """A copy of a :class:`flowerdemo.serve.predict.Prediction` whose top-k and prediction-set names are display names
     (for output only: look up anything keyed by class name with the original)."""
     return dataclasses.replace(
         prediction,

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .conformal import ConformalConfigError, ConformalSets
-from .ood import FlowerGate, GateConfigError
+from .verdict import FlowerGate, GateConfigError
 from .preprocess import PreprocessConfig, PreprocessConfigError
 
 # 2: the verdict rule (ImageNet view + k-NN), prediction sets and ImageNet class names replace format 1's

@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifact import MODEL_FILE, ModelLoadError
+from ..core.artifact import MODEL_FILE, ModelLoadError
 
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights"
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[2] / "weights"
 ENV_MODEL = "FLOWERDEMO_MODEL"
 ENV_REVISION = "FLOWERDEMO_MODEL_REVISION"
 ENV_SHA256 = "FLOWERDEMO_MODEL_SHA256"
