@@ -58,7 +58,7 @@ def test_json_lines_for_good_and_bad_files(capsys, tiny_model_dir, mixed_dir):
     for record in failed:
         assert set(record) == {"file", "error"} and record["error"].strip()
     for record in ok:
-        assert set(record) == {"file", "top_k", "verdict", "is_flower", "prediction_set", "looks_like", "ood_score"}
+        assert set(record) == {"file", "top_k", "verdict", "is_flower", "prediction_set", "looks_like", "ood_score", "answer"}
         assert Path(record["file"]).is_file()
         assert len(record["top_k"]) == 2
         assert all(set(entry) == {"label", "prob"} and 0 <= entry["prob"] <= 1 for entry in record["top_k"])

@@ -21,6 +21,8 @@ import torch
 from .conformal import ConformalConfigError, ConformalSets
 from .verdict import FlowerGate, GateConfigError
 from .preprocess import PreprocessConfig, PreprocessConfigError
+from .ranks import PhotoGroups, RankConfigError, RankRule
+from .taxonomy import Taxonomy, TaxonomyError
 
 # 2: the verdict rule (ImageNet view + k-NN), prediction sets and ImageNet class names replace format 1's
 # single-score "ood" rule. Format 1 files are refused with the command that upgrades them.
@@ -53,6 +55,11 @@ class ModelMetadata:
     training_args: dict = field(default_factory=dict)
     flowerdemo_version: str = ""
     test_time_augmentation: str = "none"
+    # Optional (older models have none): who each class is, the groups of photos the rules are fitted per,
+    # and the deepest-rank-sure-enough rule. Without a taxonomy the model answers at species rank only.
+    taxonomy: Taxonomy | None = None
+    photo_groups: PhotoGroups | None = None
+    ranks: RankRule | None = None
 
     @property
     def num_classes(self) -> int:
@@ -72,6 +79,9 @@ class ModelMetadata:
             "training_args": self.training_args,
             "flowerdemo_version": self.flowerdemo_version,
             "test_time_augmentation": self.test_time_augmentation,
+            "taxonomy": self.taxonomy.to_dict() if self.taxonomy else None,
+            "photo_groups": self.photo_groups.to_dict() if self.photo_groups else None,
+            "ranks": self.ranks.to_dict() if self.ranks else None,
         }
 
     def to_json(self) -> str:
@@ -122,6 +132,7 @@ class ModelMetadata:
         if augmentation not in TEST_TIME_AUGMENTATIONS:
             raise ModelLoadError(f"{METADATA_FILE}: test_time_augmentation must be one of "
                                  f"{', '.join(TEST_TIME_AUGMENTATIONS)}, got {augmentation!r}")
+        taxonomy, groups, ranks = _rank_parts(data, tuple(names), gate, sets)
         return cls(
             class_names=tuple(names),
             preprocess=preprocess,
@@ -135,7 +146,34 @@ class ModelMetadata:
             training_args=data.get("training_args") or {},
             flowerdemo_version=str(data.get("flowerdemo_version", "")),
             test_time_augmentation=augmentation,
+            taxonomy=taxonomy,
+            photo_groups=groups,
+            ranks=ranks,
         )
+
+
+def _rank_parts(data: dict, class_names: tuple, gate, sets) -> tuple:
+    """(taxonomy, photo groups, rank rule) from metadata, each None where absent, checked against each other:
+    every per-group rule must have one entry per group."""
+    try:
+        taxonomy = Taxonomy.from_dict(data["taxonomy"]) if data.get("taxonomy") is not None else None
+        groups = PhotoGroups.from_dict(data["photo_groups"]) if data.get("photo_groups") is not None else None
+        ranks = RankRule.from_dict(data["ranks"]) if data.get("ranks") is not None else None
+        if taxonomy is not None:
+            taxonomy.check_matches(class_names)
+    except (TaxonomyError, RankConfigError) as error:
+        raise ModelLoadError(f"{METADATA_FILE}: {error}") from None
+    group_count = groups.count if groups is not None else 1
+    per_group = {"ranks.thresholds": len(ranks.thresholds) if ranks else group_count,
+                 "prediction_sets.qhat_by_group": len(sets.qhat_by_group) if sets and sets.qhat_by_group else group_count,
+                 "gate.unknown_threshold_by_group": (len(gate.unknown_threshold_by_group)
+                                                     if gate and gate.unknown_threshold_by_group else group_count)}
+    wrong = [name for name, count in per_group.items() if count != group_count]
+    if wrong:
+        raise ModelLoadError(f"{METADATA_FILE}: {', '.join(wrong)} must have one entry per photo group ({group_count})")
+    if ranks is not None and taxonomy is None:
+        raise ModelLoadError(f"{METADATA_FILE}: a rank rule needs the taxonomy it rolls up")
+    return taxonomy, groups, ranks
 
 
 def _is_number(value: Any) -> bool:

@@ -29,6 +29,8 @@ class ConformalSets:
     k_reg: int = 1
     calibration_images: int = 0
     method: str = "raps"
+    # Mondrian (group-conditional) thresholds, one per photo group (core.ranks.PhotoGroups); empty: qhat for all
+    qhat_by_group: tuple = ()
 
     def __post_init__(self) -> None:
         if self.method != "raps":
@@ -41,10 +43,15 @@ class ConformalSets:
             raise ConformalConfigError(f"prediction_sets.penalty must be a number >= 0, got {self.penalty!r}")
         if not (isinstance(self.k_reg, int) and self.k_reg >= 0):
             raise ConformalConfigError(f"prediction_sets.k_reg must be an integer >= 0, got {self.k_reg!r}")
+        by_group = tuple(self.qhat_by_group)
+        if not all(isinstance(q, (int, float)) and not isinstance(q, bool) and math.isfinite(q) for q in by_group):
+            raise ConformalConfigError("prediction_sets.qhat_by_group must be a list of finite numbers")
+        object.__setattr__(self, "qhat_by_group", tuple(float(q) for q in by_group))
 
     def to_dict(self) -> dict:
         return {"method": self.method, "level": self.level, "qhat": self.qhat, "penalty": self.penalty,
-                "k_reg": self.k_reg, "calibration_images": self.calibration_images}
+                "k_reg": self.k_reg, "calibration_images": self.calibration_images,
+                "qhat_by_group": list(self.qhat_by_group)}
 
     @classmethod
     def from_dict(cls, data) -> "ConformalSets":
@@ -53,16 +60,21 @@ class ConformalSets:
         try:
             return cls(level=_float(data.get("level")), qhat=_float(data.get("qhat")),
                        penalty=_float(data.get("penalty", 0.0)), k_reg=data.get("k_reg", 1),
-                       calibration_images=int(data.get("calibration_images", 0)), method=data.get("method", "raps"))
+                       calibration_images=int(data.get("calibration_images", 0)), method=data.get("method", "raps"),
+                       qhat_by_group=tuple(_float(q) for q in data.get("qhat_by_group") or ()))
         except (TypeError, ValueError) as error:
             if isinstance(error, ConformalConfigError):
                 raise
             raise ConformalConfigError(f"prediction_sets: {error}") from None
 
-    def sets(self, probabilities: np.ndarray) -> list[np.ndarray]:
-        """Per row of ``probabilities`` [B, N], the class indices in the set, most likely first (never empty)."""
+    def sets(self, probabilities: np.ndarray, groups=None) -> list[np.ndarray]:
+        """Per row of ``probabilities`` [B, N], the class indices in the set, most likely first (never empty).
+        ``groups`` [B]: each photo's group, whose own threshold applies (when the rule has them)."""
         order, scores = ranked_scores(probabilities, self.penalty, self.k_reg)
-        sizes = np.maximum((scores <= self.qhat).sum(axis=1), 1)  # scores rise with rank: the set is a prefix
+        qhat = self.qhat
+        if self.qhat_by_group and groups is not None:
+            qhat = np.asarray(self.qhat_by_group)[np.asarray(groups, dtype=int)][:, None]
+        sizes = np.maximum((scores <= qhat).sum(axis=1), 1)  # scores rise with rank: the set is a prefix
         return [row[:size] for row, size in zip(order, sizes)]
 
 

@@ -160,6 +160,8 @@ class FlowerGate:
     # also clear ``low_quality_reject_threshold`` (fitted on such photos of flowers).
     low_quality_sharpness: float = 0.0
     low_quality_reject_threshold: float | None = None
+    # One unknown-species threshold per photo group (core.ranks.PhotoGroups); empty: unknown_threshold for all
+    unknown_threshold_by_group: tuple = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.knn_k, int) or isinstance(self.knn_k, bool) or self.knn_k < 1:
@@ -179,6 +181,10 @@ class FlowerGate:
             if not _is_number(getattr(self, name)):
                 raise GateConfigError(f"gate.{name} must be a finite number, got {getattr(self, name)!r}")
             object.__setattr__(self, name, float(getattr(self, name)))
+        by_group = tuple(self.unknown_threshold_by_group)
+        if not all(_is_number(t) for t in by_group):
+            raise GateConfigError("gate.unknown_threshold_by_group must be a list of finite numbers")
+        object.__setattr__(self, "unknown_threshold_by_group", tuple(float(t) for t in by_group))
         plant_like = tuple(self.plant_like)
         if not all(isinstance(i, int) and 0 <= i < len(weights) for i in plant_like):
             raise GateConfigError(f"gate.plant_like must hold ImageNet class indices in [0, {len(weights)})")
@@ -228,12 +234,19 @@ class FlowerGate:
         """The "not a flower" rule at ``threshold`` (a number or one per photo), with the plant-like guard."""
         return (scores.combined > threshold) & (~scores.plant_like | (scores.knn > self.knn_reject_threshold))
 
-    def verdicts(self, scores: GateScores) -> list[Verdict]:
+    def unknown_thresholds(self, count: int, groups=None) -> np.ndarray:
+        """[B] the unknown-species threshold of each photo: its group's, where the rule has them."""
+        if self.unknown_threshold_by_group and groups is not None:
+            return np.asarray(self.unknown_threshold_by_group)[np.asarray(groups, dtype=int)]
+        return np.full(count, self.unknown_threshold)
+
+    def verdicts(self, scores: GateScores, groups=None) -> list[Verdict]:
         """species / unknown_species / not_a_flower / too_small per photo. "too small" replaces what a small or
         soft photo would otherwise be told (an unknown species, or not a flower on the ordinary evidence): that
         may be the photo's fault, not the flower's."""
         rejected = self.rejected(scores)
-        unknown = (scores.unknown if scores.unknown is not None else scores.knn) > self.unknown_threshold
+        unknown = ((scores.unknown if scores.unknown is not None else scores.knn)
+                   > self.unknown_thresholds(len(scores.knn), groups))
         ordinary_reject = self._rejected_at(scores, self.reject_threshold)
         small = self.low_quality(scores)
         verdicts = []
@@ -253,6 +266,7 @@ class FlowerGate:
                 "unknown_weights": list(self.unknown_weights), "unknown_bias": self.unknown_bias,
                 "low_quality_sharpness": self.low_quality_sharpness,
                 "low_quality_reject_threshold": self.low_quality_reject_threshold,
+                "unknown_threshold_by_group": list(self.unknown_threshold_by_group),
                 "imagenet_weights": [round(w, 6) for w in self.imagenet_weights]}
 
     @classmethod
@@ -268,6 +282,10 @@ class FlowerGate:
             raise GateConfigError("gate.imagenet_weights and gate.plant_like must be lists")
         optional = {name: data[name] for name in ("unknown_bias", "low_quality_sharpness", "low_quality_reject_threshold")
                     if name in data}
+        if "unknown_threshold_by_group" in data:
+            if not isinstance(data["unknown_threshold_by_group"], list):
+                raise GateConfigError("gate.unknown_threshold_by_group must be a list")
+            optional["unknown_threshold_by_group"] = tuple(data["unknown_threshold_by_group"])
         if "unknown_weights" in data:
             if not isinstance(data["unknown_weights"], list):
                 raise GateConfigError("gate.unknown_weights must be a list")

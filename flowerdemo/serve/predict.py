@@ -18,6 +18,8 @@ from PIL import Image
 from ..core.artifact import ModelLoadError, ModelMetadata, load_artifact, quiet_torchscript
 from .gradcam import contrast_maps, gradcam_maps
 from .hub import ModelSource, parse_source, resolve_model_file
+from ..core.decision import decide
+from ..core.ranks import Answer
 from ..core.verdict import Verdict, pooled_embedding, sharpness
 from ..core.preprocess import ImageSource, eval_transform, load_image, view_transform
 
@@ -32,6 +34,9 @@ class Prediction:
     prediction_set: tuple = ()  # labels that hold the true species at the model's stated level (species verdicts)
     looks_like: str | None = None  # the ImageNet view's name for what a not_a_flower photo shows
     ood_score: float | None = None  # log-odds of "not a flower" (higher means less flower-like)
+    answer: Answer | None = None  # the deepest taxon sure enough (core.ranks); None: not computed
+    taxa: tuple = ()  # per top_k entry, its Taxon (core.taxonomy) where the model carries a taxonomy
+    group: int | None = None  # the photo group its rules were applied for (core.ranks.PhotoGroups)
 
     def __post_init__(self) -> None:
         if self.verdict is not None and not isinstance(self.verdict, Verdict):
@@ -50,10 +55,20 @@ class Prediction:
         return None if self.verdict is None else self.verdict.is_flower
 
     def to_dict(self) -> dict:
-        return {"top_k": [{"label": label, "prob": round(prob, 6)} for label, prob in self.top_k],
-                "verdict": None if self.verdict is None else self.verdict.value, "is_flower": self.is_flower, "prediction_set": list(self.prediction_set),
-                "looks_like": self.looks_like,
-                "ood_score": None if self.ood_score is None else round(self.ood_score, 6)}
+        return {"top_k": [self._entry(rank) for rank in range(len(self.top_k))],
+                "verdict": None if self.verdict is None else self.verdict.value, "is_flower": self.is_flower,
+                "prediction_set": list(self.prediction_set), "looks_like": self.looks_like,
+                "ood_score": None if self.ood_score is None else round(self.ood_score, 6),
+                "answer": None if self.answer is None else self.answer.to_dict()}
+
+    def _entry(self, rank: int) -> dict:
+        label, probability = self.top_k[rank]
+        entry = {"label": label, "prob": round(probability, 6)}
+        if self.taxa:
+            taxon = self.taxa[rank]
+            entry.update(common_name=taxon.common_name, scientific_name=taxon.scientific_name, genus=taxon.genus,
+                         family=taxon.family)
+        return entry
 
 
 # Top two within this calibrated probability of each other count as "close": worth a "why A and not B" map.
@@ -204,28 +219,26 @@ class FlowerClassifier:
         if not 1 <= top_k:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         meta = self.metadata
-        probabilities = torch.softmax(logits.float() / meta.temperature, dim=1)
+        decided = decide(meta, logits.float().numpy(), pooled_embedding(features).numpy(),
+                         None if imagenet is None else imagenet.float().numpy(), input_sharpness, self.ood_bank)
+        probabilities = torch.as_tensor(decided.probabilities)
         values, indices = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
-        count = len(logits)
-        verdicts, looks_like, combined = [None] * count, [None] * count, [None] * count
-        if meta.gate is not None:
-            scores = meta.gate.scores(imagenet.numpy(), pooled_embedding(features), self.ood_bank,
-                                      probabilities.numpy(), input_sharpness)
-            verdicts = meta.gate.verdicts(scores)
-            looks_like = [meta.imagenet_class_names[i] if v is Verdict.NOT_A_FLOWER else None
-                          for i, v in zip(scores.imagenet_top, verdicts)]
-            combined = [float(value) for value in scores.combined]
-        sets = meta.prediction_sets.sets(probabilities.numpy()) if meta.prediction_sets is not None else [None] * count
+        scores = decided.scores
         results = []
         for row, (row_values, row_indices) in enumerate(zip(values.tolist(), indices.tolist())):
-            in_set = sets[row] if sets[row] is not None else row_indices[:1]
+            verdict = decided.verdicts[row]
+            in_set = decided.sets[row] if decided.sets[row] is not None else row_indices[:1]
             results.append(Prediction(
                 top_k=tuple((self.class_names[i], float(p)) for i, p in zip(row_indices, row_values)),
                 class_indices=tuple(row_indices),
-                verdict=verdicts[row],
-                prediction_set=tuple(self.class_names[i] for i in in_set) if _has_set(verdicts[row]) else (),
-                looks_like=looks_like[row],
-                ood_score=combined[row],
+                verdict=verdict,
+                prediction_set=tuple(self.class_names[i] for i in in_set) if _has_set(verdict) else (),
+                looks_like=(meta.imagenet_class_names[scores.imagenet_top[row]]
+                            if verdict is Verdict.NOT_A_FLOWER else None),
+                ood_score=None if scores is None else float(scores.combined[row]),
+                answer=decided.answers[row],
+                taxa=tuple(meta.taxonomy.taxa[i] for i in row_indices) if meta.taxonomy is not None else (),
+                group=None if meta.photo_groups is None else int(decided.groups[row]),
             ))
         return results
 

@@ -1,0 +1,142 @@
+"""Fitting the group-conditional rules of :mod:`flowerdemo.core.ranks` on photos never trained on: the photo
+groups, the rank thresholds, the prediction sets per group (Mondrian conformal) and the unknown-species
+threshold per group.
+
+Every photo of the calibration pool comes with ``accepted``: the class indices that count as a right answer
+(one for a photo of a known species, several for a loose, genus-level label, none for an unknown species).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...core.conformal import ConformalSets, ranked_scores
+from ...core.ranks import RANKS, PhotoGroups, Rank, RankRule, RollUp, shift_features
+from .gate import fit_logistic, out_of_fold_scores
+
+GROUP_NAMES = ("like the training photos", "in between", "unlike the training photos")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The calibration pool's raw material, one row per photo."""
+
+    probabilities: np.ndarray  # [N, K] calibrated
+    embeddings: np.ndarray  # [N, C]
+    knn: np.ndarray  # [N]
+    sharpness: np.ndarray  # [N]
+    accepted: tuple  # per photo, a tuple of accepted class indices (empty: an unknown species)
+    shifted: np.ndarray  # [N] bool: the photo is not from the training collection
+
+    def __len__(self) -> int:
+        return len(self.knn)
+
+
+def fit_photo_groups(pool: Pool, groups: int = 3, l2: float = 1.0, min_per_group: int = 100) -> tuple[PhotoGroups, np.ndarray]:
+    """(the grouping, each pool photo's group from out-of-fold scores). A logistic regression tells the
+    training collection's held-out photos from photos taken elsewhere; the edges cut the pool's out-of-fold
+    scores into ``groups`` equal shares (fewer where a share would hold under ``min_per_group`` photos)."""
+    features = shift_features(pool.embeddings, pool.knn, pool.sharpness)
+    honest = out_of_fold_scores(features, pool.shifted, l2)
+    weights, bias = fit_logistic(features, pool.shifted, l2)
+    groups = max(1, min(groups, len(pool) // max(1, min_per_group)))
+    edges = tuple(float(np.quantile(honest, q)) for q in np.arange(1, groups) / groups)
+    names = GROUP_NAMES if groups == len(GROUP_NAMES) else tuple(f"group {i}" for i in range(groups))
+    grouping = PhotoGroups(weights=tuple(weights), bias=bias, edges=edges, names=names)
+    return grouping, grouping.assign(honest)
+
+
+def is_right(roll_up: RollUp, rank: Rank, taxon_index: np.ndarray, accepted: tuple) -> np.ndarray:
+    """[N] bool: the taxon named at ``rank`` holds one of the photo's accepted classes."""
+    return np.asarray([bool(set(roll_up.members(rank, int(t)).tolist()) & set(a)) for t, a in zip(taxon_index, accepted)])
+
+
+def lowest_threshold_at_accuracy(probability: np.ndarray, right: np.ndarray, accuracy: float,
+                                 min_answers: int = 10) -> float:
+    """The lowest probability threshold whose answers (probability >= threshold) are right at least
+    ``accuracy`` of the time, judged by a one-sided Wilson lower bound (so that a handful of lucky answers
+    does not open a rank). Above 1 (never) when no threshold qualifies."""
+    order = np.argsort(-probability, kind="stable")
+    p, r = probability[order], right[order].astype(float)
+    answered = np.arange(1, len(p) + 1)
+    lower = wilson_lower(np.cumsum(r), answered)
+    ok = (lower >= accuracy) & (answered >= min_answers)
+    # only where the next photo has a lower probability: a threshold between ties would be dishonest
+    ok &= np.append(p[1:] < p[:-1], True)
+    if not ok.any():
+        return 1.01
+    return float(p[np.flatnonzero(ok)[-1]])
+
+
+def wilson_lower(successes: np.ndarray, trials: np.ndarray, z: float = 1.0) -> np.ndarray:
+    """One-sided Wilson score lower bound (z = 1: ~84 % confidence), elementwise."""
+    n = np.maximum(trials, 1).astype(float)
+    phat = successes / n
+    centre = phat + z * z / (2 * n)
+    spread = z * np.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
+def fit_rank_rule(probabilities: np.ndarray, accepted: tuple, groups: np.ndarray, roll_up: RollUp,
+                  accuracy=(0.95, 0.9, 0.9), group_count: int | None = None) -> RankRule:
+    """Per group, walking species -> genus -> family: the lowest threshold whose answers are right at least
+    ``accuracy`` of the time among the photos the deeper ranks left unanswered. Photos without an accepted
+    class (unknown species) are left out: the unknown-species verdict is theirs."""
+    known = np.asarray([len(a) > 0 for a in accepted])
+    group_count = group_count or int(groups.max()) + 1
+    thresholds = []
+    for group in range(group_count):
+        rows = np.flatnonzero(known & (groups == group))
+        open_rows = np.ones(len(rows), dtype=bool)
+        row_thresholds = []
+        for depth, rank in enumerate(RANKS):
+            best, probability = roll_up.top(probabilities[rows], rank)
+            right = is_right(roll_up, rank, best, tuple(accepted[i] for i in rows))
+            threshold = lowest_threshold_at_accuracy(probability[open_rows], right[open_rows], accuracy[depth])
+            row_thresholds.append(threshold)
+            open_rows &= probability < threshold
+        thresholds.append(tuple(row_thresholds))
+    return RankRule(thresholds=tuple(thresholds), accuracy=tuple(accuracy), calibration_images=int(known.sum()))
+
+
+def fit_group_sets(base: ConformalSets, probabilities: np.ndarray, accepted: tuple, groups: np.ndarray,
+                   group_count: int) -> ConformalSets:
+    """The same RAPS score, one conformal threshold per group (Mondrian conformal prediction: coverage holds
+    within each group, not only on average). A photo with several accepted classes is covered by any."""
+    scores = true_scores(probabilities, accepted, base.penalty, base.k_reg)
+    known = np.asarray([len(a) > 0 for a in accepted])
+    by_group = []
+    for group in range(group_count):
+        in_group = np.sort(scores[known & (groups == group)])
+        rank = math.ceil((len(in_group) + 1) * base.level)
+        by_group.append(float(in_group[rank - 1]) if rank <= len(in_group) else 1.0 + base.penalty * probabilities.shape[1] + 1.0)
+    return ConformalSets(level=base.level, qhat=base.qhat, penalty=base.penalty, k_reg=base.k_reg,
+                         calibration_images=int(known.sum()), qhat_by_group=tuple(by_group))
+
+
+def true_scores(probabilities: np.ndarray, accepted: tuple, penalty: float, k_reg: int) -> np.ndarray:
+    """[N] the RAPS score of the best-ranked accepted class (inf for photos with none)."""
+    order, scores = ranked_scores(probabilities, penalty, k_reg)
+    out = np.full(len(probabilities), np.inf)
+    for row, classes in enumerate(accepted):
+        if classes:
+            positions = np.flatnonzero(np.isin(order[row], list(classes)))
+            out[row] = scores[row, positions[0]]
+    return out
+
+
+def fit_unknown_thresholds(unknown_scores: np.ndarray, is_unknown: np.ndarray, groups: np.ndarray,
+                           group_count: int, known_called_unknown: tuple) -> tuple:
+    """Per group, the threshold above which a photo is "a flower I don't know": the lowest that calls at most
+    ``known_called_unknown[group]`` of that group's known flowers unknown (an observed score, not interpolated)."""
+    thresholds = []
+    for group in range(group_count):
+        known = np.sort(unknown_scores[(groups == group) & ~is_unknown])
+        if not len(known):
+            thresholds.append(float("inf"))
+            continue
+        keep = math.ceil(len(known) * (1.0 - known_called_unknown[group]))
+        thresholds.append(float(known[min(len(known), max(keep, 1)) - 1]))
+    return tuple(thresholds)
