@@ -43,18 +43,6 @@ class Result:
 
 # --- command line ---------------------------------------------------------------------------------------------
 
-def run_step(name: str, parser: argparse.ArgumentParser, main, user_errors: tuple, argv=None) -> int:
-    """Parse and run one pipeline step (train, export, evaluate); an error the user can fix from the command line
-    (``user_errors``) is one line on stderr and exit status 2, never a traceback."""
-    args = parser.parse_args(argv)
-    try:
-        main(args)
-    except user_errors as error:
-        print(f"{name}: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    return EXIT_OK
-
-
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -50,7 +50,7 @@ def build_tiny_artifact(folder: Path, class_names=TINY_CLASSES, with_gate: bool 
     from flowerdemo import __version__
     from flowerdemo.core.artifact import MODEL_FILE, ModelMetadata
     from flowerdemo.core.conformal import ConformalSets
-    from flowerdemo.training.export import save_model, script_model
+    from flowerdemo.training.scripting import save_model, script_model
     from flowerdemo.training.models import create_model
     from flowerdemo.core.verdict import normalize
     from flowerdemo.core.preprocess import PreprocessConfig

@@ -11,7 +11,8 @@ import torch
 import torch.multiprocessing as mp
 
 from conftest import CLASSES, write_image_tree
-from flowerdemo.training import train
+from flowerdemo.training import loaders, optimization, train
+from flowerdemo.training.distributed import Processes
 from flowerdemo.training.recipe import Recipe
 from flowerdemo.core.preprocess import PreprocessConfig
 
@@ -91,10 +92,10 @@ def _recipe(**overrides) -> Recipe:
 
 def test_the_balanced_sampler_draws_every_class_about_equally():
     labels = [0] * 90 + [1] * 10
-    sampler = train.build_train_sampler(labels, 2, _recipe(class_balance="sampler"), train.Processes())
+    sampler = loaders.build_train_sampler(labels, 2, _recipe(class_balance="sampler"), Processes())
     drawn = [labels[index] for index in sampler]
     assert len(drawn) == 100 and 35 <= drawn.count(1) <= 65  # about 50; unweighted it would be about 10
-    assert train.build_train_sampler(labels, 2, _recipe(), train.Processes()) is None  # plain shuffle
+    assert loaders.build_train_sampler(labels, 2, _recipe(), Processes()) is None  # plain shuffle
     first = list(sampler)
     sampler.set_epoch(1)
     assert list(sampler) != first  # a new draw each epoch
@@ -103,8 +104,8 @@ def test_the_balanced_sampler_draws_every_class_about_equally():
 def test_the_balanced_sampler_shards_one_draw_over_processes():
     labels = [0] * 7 + [1] * 2 + [2] * 2
     recipe = _recipe(class_balance="sampler", seed=5)
-    single = list(train.build_train_sampler(labels, 3, recipe, train.Processes()))
-    shards = [list(train.build_train_sampler(labels, 3, recipe, train.Processes(rank, 2, rank))) for rank in (0, 1)]
+    single = list(loaders.build_train_sampler(labels, 3, recipe, Processes()))
+    shards = [list(loaders.build_train_sampler(labels, 3, recipe, Processes(rank, 2, rank))) for rank in (0, 1)]
     assert len(shards[0]) == len(shards[1]) == 6  # ceil(11 / 2)
     interleaved = [index for pair in zip(*shards) for index in pair]
     generator = torch.Generator().manual_seed(5)
@@ -115,10 +116,10 @@ def test_the_balanced_sampler_shards_one_draw_over_processes():
 
 def test_the_balanced_loss_weighs_each_class_equally_in_total():
     labels = [0, 0, 0, 1]
-    weights = train.balanced_loss_weights(labels, 3)
+    weights = optimization.balanced_loss_weights(labels, 3)
     torch.testing.assert_close(weights, torch.tensor([4 / 9, 4 / 3, 0.0]))
-    criterion = train.build_criterion(_recipe(class_balance="loss", label_smoothing=0.0), labels, 3, mixing=False)
-    plain = train.build_criterion(_recipe(label_smoothing=0.0), labels, 3, mixing=False)
+    criterion = optimization.build_criterion(_recipe(class_balance="loss", label_smoothing=0.0), labels, 3, mixing=False)
+    plain = optimization.build_criterion(_recipe(label_smoothing=0.0), labels, 3, mixing=False)
     wrong_on_rare = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([1])
     wrong_on_common = torch.tensor([[0.0, 2.0, 0.0]]), torch.tensor([0])
     assert plain(*wrong_on_rare) == pytest.approx(plain(*wrong_on_common).item())

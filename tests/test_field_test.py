@@ -197,8 +197,7 @@ def test_the_feedback_store_is_a_field_test_and_extra_training_data(tmp_path, ti
     from PIL import Image
 
     from flowerdemo.feedback import FeedbackStore
-    from flowerdemo.training.data import extra_training_samples
-    from flowerdemo.training.field import FieldSplit
+    from flowerdemo.training.field import FieldSplit, extra_training_samples
 
     store = FeedbackStore(tmp_path / "feedback", class_names=classifier.class_names)
     rng = np.random.default_rng(0)

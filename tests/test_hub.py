@@ -22,7 +22,7 @@ from torch import nn
 
 from conftest import TINY_CLASSES, TinyImageNetView, tiny_gate
 from flowerdemo.core.artifact import METADATA_FILE, MODEL_FILE, ModelLoadError, ModelMetadata, quiet_torchscript
-from flowerdemo.training.export import script_model
+from flowerdemo.training.scripting import script_model
 from flowerdemo.serve.predict import FlowerClassifier
 from flowerdemo.core.preprocess import PreprocessConfig
 

@@ -13,10 +13,10 @@ from PIL import Image
 
 from flowerdemo.core.preprocess import PreprocessConfig, train_transform
 from flowerdemo.training.augment import Degrade, Grayscale, Squash, ZoomOut, photo_steps
-from flowerdemo.training.data import Sample, extra_training_samples
-from flowerdemo.training.field import FieldSplit, field_part, read_field_labels
+from flowerdemo.training.data import Sample
+from flowerdemo.training.field import FieldSplit, extra_training_samples, field_part, read_field_labels
 from flowerdemo.training.recipe import Recipe, RecipeError
-from flowerdemo.training.train import DistributedWeightedSampler, balanced_sample_weights
+from flowerdemo.training.loaders import DistributedWeightedSampler, balanced_sample_weights
 
 
 def noise_photo(width=96, height=64, seed=0) -> Image.Image:

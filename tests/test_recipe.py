@@ -66,10 +66,10 @@ def test_resume_allows_only_more_epochs():
 def test_checkpoints_with_pickled_objects_or_missing_files_are_refused(tmp_path, capsys):
     import argparse
 
-    from flowerdemo.training import train
+    from flowerdemo.training import checkpoints, train
 
     torch.save({"args": argparse.Namespace(lr=0.1), "model": {}}, tmp_path / "old.pth")  # an object, not plain data
-    with pytest.raises(train.CheckpointError, match="is not a flowerdemo checkpoint of plain tensors and values"):
-        train.load_checkpoint(tmp_path / "old.pth")
+    with pytest.raises(checkpoints.CheckpointError, match="is not a flowerdemo checkpoint of plain tensors and values"):
+        checkpoints.load_checkpoint(tmp_path / "old.pth")
     assert train.cli(["--resume", str(tmp_path / "missing.pth")]) == 2
     assert capsys.readouterr().err.strip() == f"train: error: checkpoint not found: {tmp_path / 'missing.pth'}"

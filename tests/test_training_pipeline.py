@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowerdemo.training import evaluate, export, train
+from flowerdemo.training import evaluate, export, optimization, scripting, sources, train
 from flowerdemo.core.artifact import load_artifact
 from flowerdemo.training.data import DataSource, ImageListDataset, load_split
 from flowerdemo.serve.predict import FlowerClassifier
@@ -91,13 +91,13 @@ def test_weight_ema_is_what_gets_validated_saved_and_resumed(trained, tmp_path, 
 
 def test_invalid_ema_decay_names_the_valid_range():
     with pytest.raises(ValueError, match=r"0 \(off\) or in \(0, 1\)"):
-        train.build_model_ema(torch.nn.Linear(2, 2), 1.5)
+        optimization.build_model_ema(torch.nn.Linear(2, 2), 1.5)
 
 
 def test_mixed_batches_pair_images_and_share_the_targets():
     args = train.get_args_parser().parse_args(["--cutmix-alpha", "1.0", "--mixup-alpha", "0.2", "--batch-size", "4",
                                                "--label-smoothing", "0.0"])
-    mixer = train.build_batch_mixer(args, num_classes=3)
+    mixer = optimization.build_batch_mixer(args, num_classes=3)
     torch.manual_seed(0)
     images, labels = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
     mixed, soft_targets = mixer(images.clone(), labels)
@@ -113,16 +113,16 @@ def test_mixed_batches_pair_images_and_share_the_targets():
 
 def test_mixing_is_off_by_default_and_bad_settings_name_the_rule():
     parser = train.get_args_parser()
-    assert train.build_batch_mixer(parser.parse_args([]), 3) is None
+    assert optimization.build_batch_mixer(parser.parse_args([]), 3) is None
     with pytest.raises(ValueError, match="must be even"):
-        train.build_batch_mixer(parser.parse_args(["--cutmix-alpha", "1", "--batch-size", "5"]), 3)
+        optimization.build_batch_mixer(parser.parse_args(["--cutmix-alpha", "1", "--batch-size", "5"]), 3)
     with pytest.raises(ValueError, match=r">= 0 \(0 is off\)"):
-        train.build_batch_mixer(parser.parse_args(["--mixup-alpha", "-1"]), 3)
+        optimization.build_batch_mixer(parser.parse_args(["--mixup-alpha", "-1"]), 3)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
-        train.build_batch_mixer(parser.parse_args(["--cutmix-alpha", "1", "--mix-prob", "0"]), 3)
+        optimization.build_batch_mixer(parser.parse_args(["--cutmix-alpha", "1", "--mix-prob", "0"]), 3)
     with pytest.raises(ValueError, match="7 training images fit in one batch and are an odd number"):
-        train.build_batch_mixer(parser.parse_args(["--cutmix-alpha", "1", "--batch-size", "8"]), 3, train_size=7)
-    assert train.build_batch_mixer(parser.parse_args(["--cutmix-alpha", "1", "--batch-size", "8"]), 3, train_size=9)
+        optimization.build_batch_mixer(parser.parse_args(["--cutmix-alpha", "1", "--batch-size", "8"]), 3, train_size=7)
+    assert optimization.build_batch_mixer(parser.parse_args(["--cutmix-alpha", "1", "--batch-size", "8"]), 3, train_size=9)
 
 
 def test_trainer_runs_with_cutmix_and_mixup(trained, tmp_path):
@@ -234,9 +234,9 @@ def test_forward_equals_head_of_features(exported):
 
 def test_mirror_averaged_network_is_the_mean_of_both_views(trained):
     _, out, _, _ = trained
-    backbone = export.load_checkpoint_backbone(out / "model_best.pth")[0]
+    backbone = sources.load_checkpoint_backbone(out / "model_best.pth")[0]
     view = torch.nn.Identity()  # the ImageNet view plays no part here
-    plain, averaged = export.script_model(backbone, view), export.script_model(backbone, view, mirror_average=True)
+    plain, averaged = scripting.script_model(backbone, view), scripting.script_model(backbone, view, mirror_average=True)
     x = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         expected = (plain(x) + plain(x.flip(3))) / 2

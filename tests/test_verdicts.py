@@ -12,7 +12,7 @@ from flowerdemo.core.artifact import ModelLoadError, ModelMetadata, load_artifac
 from flowerdemo.core.conformal import ConformalConfigError, ConformalSets
 from flowerdemo.training.fitting.conformal import coverage_and_size, fit_conformal, select_penalty, true_class_scores
 from flowerdemo.training.engine import Outputs
-from flowerdemo.training.export import GateTargets, fit_gate
+from flowerdemo.training.fitting.verdict_rule import GateTargets, fit_gate
 from flowerdemo.core.verdict import FlowerGate, GateConfigError, PLANT_LIKE_WNIDS, plant_like_indices
 from flowerdemo.training.fitting.gate import fit_logistic, out_of_fold_scores
 from flowerdemo.training.metrics import roc_auc

@@ -3,7 +3,7 @@ photos (a thumbnail or a phone crop blown back up, blur, heavy JPEG), zoomed-out
 background), squashed aspect ratios and, now and then, black and white.
 
 Each step is a small callable on a PIL RGB image that keeps the image's mode, and (except ``Squash``) its size;
-each draws from Python's ``random`` so the loader's per-worker seeding (train._seed_worker) makes runs repeatable.
+each draws from Python's ``random`` so the loader's per-worker seeding (loaders._seed_worker) makes runs repeatable.
 ``photo_steps`` puts them where they belong around the usual random crop (see preprocess.train_transform).
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import io
 import random
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 
@@ -43,8 +44,6 @@ class ZoomOut:
     def __call__(self, image: Image.Image) -> Image.Image:
         if random.random() >= self.p:
             return image
-        import numpy as np
-
         scale = random.uniform(self.low, self.high)
         width, height = image.size
         small = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR)

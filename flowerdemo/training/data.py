@@ -142,7 +142,7 @@ def training_and_selection_samples(source: DataSource, train_split: str = "train
 
 def _flowers102_split(source: DataSource, split: str) -> tuple[list[Sample], list[str]]:
     """The official split through ``torchvision.datasets.Flowers102`` (its own MD5 checks and download)."""
-    from torchvision.datasets import Flowers102
+    from torchvision.datasets import Flowers102  # torchvision.datasets: heavy, and only this layout needs it
 
     if split not in FLOWERS102_SPLITS:
         raise DatasetLayoutError(f"Flowers-102 splits are {', '.join(FLOWERS102_SPLITS)}; got {split!r}")
@@ -201,7 +201,7 @@ def _csv_split(source: DataSource, split: str) -> tuple[list[Sample], list[str]]
 
 def _imagefolder_split(source: DataSource, split: str) -> tuple[list[Sample], list[str]]:
     """``ROOT/<split>/<class>/...`` through torchvision's ``DatasetFolder`` (classes in sorted order)."""
-    from torchvision.datasets import DatasetFolder
+    from torchvision.datasets import DatasetFolder  # torchvision.datasets: heavy, and only this layout needs it
 
     folder = Path(source.root) / split
     if not folder.is_dir():
@@ -225,45 +225,3 @@ def nonflower_photos(path: str | os.PathLike | None) -> tuple[list[str], list[st
         raise DatasetNotFoundError(f"--nonflowers-path {path} holds {len(photos)} images; the 'not a flower' rule "
                                    f"needs a folder of everyday non-flower photos (a few hundred; at least {MIN_NONFLOWERS})")
     return photos[0::2], photos[1::2]
-
-
-def extra_training_samples(folders, class_names, split) -> list[Sample]:
-    """``--extra-data``: photos of known species from other collections, in the ``train`` part of ``split``
-    (a :class:`~flowerdemo.training.field.FieldSplit`). Three layouts:
-
-    - ``labels.csv`` with ``kind``/``accept`` (photos from elsewhere, training/field.py): a ``known`` or ``loose``
-      photo whose accepted names are exactly one of ``class_names``; unknown species are never trained on;
-    - the app's feedback store (``metadata.jsonl`` under ``data/``): the corrections people confirmed;
-    - an ImageFolder tree (``<class name>/*.jpg``) whose folder names are among ``class_names``.
-    """
-    from .field import field_part, is_feedback_store, read_feedback_samples, read_field_labels
-
-    index = {name: i for i, name in enumerate(class_names)}
-    samples = []
-    for folder in folders:
-        folder = Path(folder)
-        name = folder.name or str(folder)
-        if (folder / "labels.csv").is_file():
-            rows = read_field_labels(folder)
-        elif is_feedback_store(folder):
-            rows = read_feedback_samples(folder)
-        elif folder.is_dir():
-            samples += _imagefolder_extra(folder, index, split)
-            continue
-        else:
-            raise DatasetNotFoundError(f"--extra-data {folder} is not a folder")
-        for row in field_part(rows, split, "train"):
-            labels = row.labels(index)
-            if row.kind in ("known", "loose") and len(labels) == 1 and len(row.accept) == 1:
-                samples.append(Sample(row.path, labels[0], f"{name}/{row.source}"))
-    return samples
-
-
-def _imagefolder_extra(folder: Path, index: dict, split) -> list[Sample]:
-    classes = sorted(p for p in folder.iterdir() if p.is_dir())
-    unknown = [p.name for p in classes if p.name not in index]
-    if not classes or unknown:
-        raise DatasetLayoutError(f"--extra-data {folder}: expected labels.csv, a feedback store or one folder per "
-                                 f"class named as the model's classes" + (f"; unknown: {', '.join(unknown[:5])}" if unknown else ""))
-    return [Sample(path, index[path_class.name], folder.name)
-            for path_class in classes for path in list_images(path_class) if split.part(path) == "train"]

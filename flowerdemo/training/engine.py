@@ -8,7 +8,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..core.preprocess import PreprocessConfig
 from ..core.verdict import pooled_embedding, sharpness
+from .data import Sample, eval_loader
 
 Stage = Callable[[torch.Tensor], torch.Tensor]
 
@@ -48,6 +50,17 @@ def collect_outputs(features: Stage, head: Stage, loader, device: torch.device =
             imagenet_logits.append(imagenet(images).float().cpu().numpy())
     return Outputs(np.concatenate(logits), np.concatenate(embeddings), np.concatenate(labels).astype(np.int64),
                    np.concatenate(imagenet_logits) if imagenet is not None else None, np.concatenate(detail))
+
+
+def scripted_outputs(module, preprocess: PreprocessConfig, samples, workers: int = 2, desc: str = "eval",
+                     imagenet: bool = True) -> Outputs:
+    """A scripted network's (an artifact's) outputs for samples (``Sample``s or plain paths, label -1),
+    preprocessed exactly as the app does; with the ImageNet view's logits when ``imagenet`` and the network has
+    that view."""
+    samples = [s if isinstance(s, Sample) else Sample(str(s), -1) for s in samples]
+    view = module.imagenet_logits if imagenet and hasattr(module, "imagenet_logits") else None
+    return collect_outputs(module.features, module.head, eval_loader(samples, preprocess, workers), desc=desc,
+                           imagenet=view)
 
 
 @torch.no_grad()

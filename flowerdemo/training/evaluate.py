@@ -10,6 +10,8 @@ calibration (ECE before/after temperature scaling) and, against the held-out non
 ``--field-data`` adds a field test on photos from elsewhere (``field.py``'s labels.csv layout), by default on
 their ``test`` part only, shared out with the fractions the model's recipe records, so that the figures are
 on photos the model never trained or was calibrated on: the JSON's ``field`` section (``FieldReport``).
+
+The figures are computed here; printing them and the plots are :mod:`.evaluate_report`'s job.
 """
 from __future__ import annotations
 
@@ -20,30 +22,21 @@ from pathlib import Path
 
 import numpy as np
 
-from . import engine
 from ..core.artifact import ModelLoadError
-from .data import (DataSource, DatasetLayoutError, Sample, add_data_arguments, eval_loader, load_split,
-                   nonflower_photos)
-from .field import (FIELD_PARTS, LABELS_FILE, FieldSample, FieldSplit, field_part, is_feedback_store,
+from ..core.verdict import Verdict
+from ..serve.predict import FlowerClassifier
+from .data import DataSource, DatasetLayoutError, add_data_arguments, load_split, nonflower_photos
+from .engine import Outputs, scripted_outputs
+from .evaluate_report import format_report, write_report_files
+from .field import (ANSWERED_KINDS, FIELD_PARTS, LABELS_FILE, FieldSample, FieldSplit, field_part, is_feedback_store,
                     read_feedback_samples, read_field_labels)
 from .field_report import FieldReport, PhotoAnswer, field_report, format_field_report, verdict_shares
+from .fitting.conformal import coverage_and_size
+from .fitting.gate import fpr_at_tpr
 from .metrics import (confusion_matrix, expected_calibration_error, macro_f1, most_confused_pairs,
                       negative_log_likelihood, per_class_accuracy, per_class_f1, reliability_bins, roc_auc,
                       softmax, topk_accuracy)
-from ..core.verdict import Verdict
-from .fitting.conformal import coverage_and_size
-from .fitting.gate import fpr_at_tpr
-from ..core.preprocess import PreprocessConfig
-
-
-def collect_outputs(module, preprocess: PreprocessConfig, samples, workers: int = 2, desc: str = "eval",
-                    imagenet: bool = True) -> engine.Outputs:
-    """An artifact's outputs for samples (``Sample``s or plain paths, label -1), preprocessed exactly as the app
-    does; with the ImageNet view's logits when ``imagenet`` and the network has that view."""
-    samples = [s if isinstance(s, Sample) else Sample(str(s), -1) for s in samples]
-    view = module.imagenet_logits if imagenet and hasattr(module, "imagenet_logits") else None
-    return engine.collect_outputs(module.features, module.head, eval_loader(samples, preprocess, workers), desc=desc,
-                                  imagenet=view)
+from .steps import run_step
 
 
 class EvaluationError(ValueError):
@@ -63,12 +56,10 @@ def check_same_classes(model_names, data_names, data_root: str) -> None:
 
 def load_classifier(model):
     """``model`` as given (a loaded FlowerClassifier) or loaded from a path / hub source, the app's own way."""
-    from ..serve.predict import FlowerClassifier
-
     return model if isinstance(model, FlowerClassifier) else FlowerClassifier.load(model)
 
 
-def gate_scores(classifier, outputs: engine.Outputs, bank=None):
+def gate_scores(classifier, outputs: Outputs, bank=None):
     """The verdict rule's scores of ``outputs`` (the k-NN bank is the model's own unless given), as the app
     computes them: with the calibrated probabilities and the inputs' sharpness."""
     meta = classifier.metadata
@@ -83,7 +74,7 @@ def evaluate_split(model, data: DataSource, split: str, nonflower_paths=None, wo
     meta = classifier.metadata
     samples, class_names = load_split(data, split, limit_per_class)
     check_same_classes(meta.class_names, class_names, data.root)
-    flowers = collect_outputs(classifier.module, meta.preprocess, samples, workers, split)
+    flowers = scripted_outputs(classifier.module, meta.preprocess, samples, workers, split)
     report = classification_report(flowers.logits, flowers.labels, class_names, meta.temperature)
     report["model"], report["split"] = classifier.source, split
     if isinstance(meta.metrics.get("cost"), dict):
@@ -96,10 +87,10 @@ def evaluate_split(model, data: DataSource, split: str, nonflower_paths=None, wo
         flower_scores = gate_scores(classifier, flowers)
         flower_verdicts = gate.verdicts(flower_scores)
         report["verdicts"] = {"flowers": verdict_shares(flower_verdicts)}
-        report["unknown_species"] = leave_classes_out(gate, flowers, bank, classifier.ood_bank_labels, flower_verdicts,
+        report[Verdict.UNKNOWN_SPECIES.value] = leave_classes_out(gate, flowers, bank, classifier.ood_bank_labels, flower_verdicts,
                                                       temperature=meta.temperature)
         if nonflower_paths:
-            others = collect_outputs(classifier.module, meta.preprocess, nonflower_paths, workers, "non-flowers")
+            others = scripted_outputs(classifier.module, meta.preprocess, nonflower_paths, workers, "non-flowers")
             other_scores = gate_scores(classifier, others)
             report["verdicts"]["nonflowers"] = verdict_shares(gate.verdicts(other_scores))
             report["ood"] = rule_parts_report(gate, flower_scores, other_scores)
@@ -132,7 +123,7 @@ def field_split_of(metadata) -> tuple[FieldSplit, str]:
 def check_accept_names(samples: list[FieldSample], class_names) -> None:
     """Every known / loose photo needs at least one right answer the model can give."""
     known = set(class_names)
-    unanswerable = sorted({s.class_name for s in samples if s.kind in ("known", "loose")
+    unanswerable = sorted({s.class_name for s in samples if s.kind in ANSWERED_KINDS
                            and not any(name in known for name in s.accept)})
     if unanswerable:
         raise EvaluationError(f"the labels file's accept names for {', '.join(map(repr, unanswerable[:5]))} are none "
@@ -140,7 +131,7 @@ def check_accept_names(samples: list[FieldSample], class_names) -> None:
                               "model's spelling) or evaluate a model that knows those species")
 
 
-def photo_answers(classifier, outputs: engine.Outputs, depth: int = 5) -> list[PhotoAnswer]:
+def photo_answers(classifier, outputs: Outputs, depth: int = 5) -> list[PhotoAnswer]:
     """Each photo's ranked classes, prediction set and verdict, from the same outputs and rule the app uses."""
     meta = classifier.metadata
     probabilities = softmax(outputs.logits, meta.temperature)
@@ -168,7 +159,7 @@ def evaluate_field(model, folder: str, labels_file: str | None = None, part: str
                               f"(train {split.train:.0%}, calibration {split.calibration:.0%}, the rest test); "
                               f"choose another --field-part ({', '.join(FIELD_PARTS + ('all',))})")
     check_accept_names(samples, meta.class_names)
-    outputs = collect_outputs(classifier.module, meta.preprocess, [s.path for s in samples], workers, "field")
+    outputs = scripted_outputs(classifier.module, meta.preprocess, [s.path for s in samples], workers, "field")
     # Folder and file name only: the report travels into metrics.json and the model card, machine paths must not.
     labels_path = Path(labels_file) if labels_file else Path(folder) / LABELS_FILE
     labels = (f"{Path(folder).resolve().name}/ (feedback store)" if from_feedback
@@ -199,9 +190,9 @@ def rule_parts_report(gate, flowers, others) -> dict:
     }
 
 
-def leave_classes_out(gate, flowers: engine.Outputs, bank, bank_labels, known_verdicts, folds: int = 5,
+def leave_classes_out(gate, flowers: Outputs, bank, bank_labels, known_verdicts, folds: int = 5,
                       temperature: float = 1.0) -> dict | None:
-    """How often photos of a species missing from the k-NN bank are called ``unknown_species``.
+    """How often photos of a species missing from the k-NN bank are called :attr:`Verdict.UNKNOWN_SPECIES`.
 
     Classes are dealt into ``folds`` groups by index; each group in turn is removed from the bank, and its photos
     play flowers of unknown species. The network itself still trained on them (only the bank forgets them),
@@ -222,7 +213,7 @@ def leave_classes_out(gate, flowers: engine.Outputs, bank, bank_labels, known_ve
         verdicts += gate.verdicts(gate.scores(flowers.imagenet_logits[photos], flowers.embeddings[photos], bank[kept],
                                               softmax(flowers.logits[photos], temperature), flowers.sharpness[photos]))
     return {"folds": folds, "left_out": verdict_shares(verdicts),
-            "known_called_unknown": list(known_verdicts).count("unknown_species") / len(known_verdicts)}
+            "known_called_unknown": list(known_verdicts).count(Verdict.UNKNOWN_SPECIES) / len(known_verdicts)}
 
 
 def classification_report(logits: np.ndarray, labels: np.ndarray, class_names, temperature: float = 1.0) -> dict:
@@ -248,99 +239,6 @@ def classification_report(logits: np.ndarray, labels: np.ndarray, class_names, t
                           for t, p, c in most_confused_pairs(matrix, 10)],
         "confusion_matrix": matrix.tolist(),
     }
-
-
-def format_report(report: dict) -> str:
-    summary, calibration = report["summary"], report["calibration"]
-    lines = [f"{report.get('model', '')} on {report.get('split', '')} ({summary['images']} images)",
-             f"  top-1     {summary['top1']:.2%}", f"  top-5     {summary['top5']:.2%}",
-             f"  macro-F1  {summary['macro_f1']:.4f}",
-             f"  ECE (15 bins) {calibration['ece_before']:.2%} raw -> {calibration['ece_after']:.2%} at T={calibration['temperature']:.3f}"]
-    lines += verdict_lines(report)
-    worst = sorted((row for row in report["per_class"] if row["accuracy"] is not None), key=lambda r: r["accuracy"])[:5]
-    lines.append("  weakest classes: " + ", ".join(f"{r['class']} {r['accuracy']:.0%}" for r in worst))
-    lines.append("  most confused (true -> predicted, count):")
-    lines += [f"    {p['true']} -> {p['predicted']}: {p['count']}" for p in report["most_confused"][:5]]
-    return "\n".join(lines)
-
-
-def verdict_lines(report: dict) -> list[str]:
-    """The verdict rule's part of the printed report."""
-    lines = []
-    if report.get("prediction_sets"):
-        sets = report["prediction_sets"]
-        lines.append(f"  prediction sets at {sets['level']:.0%}: coverage {sets['coverage']:.2%}, mean size "
-                     f"{sets['mean_size']:.3f}, one species {sets['singletons']:.1%}, largest {sets['max_size']}")
-    verdicts = report.get("verdicts") or {}
-    for group in ("flowers", "nonflowers"):
-        if group in verdicts:
-            row = verdicts[group]
-            lines.append(f"  verdicts on {row['images']} {'test flowers' if group == 'flowers' else 'held-out non-flowers'}: "
-                         + ", ".join(f"{v.value} {row[v.value]:.2%}" for v in Verdict))
-    if report.get("ood"):
-        ood = report["ood"]
-        lines.append(f"  not-a-flower parts ({ood['flowers']} flowers vs {ood['nonflowers']} non-flowers):")
-        for part in ("knn", "imagenet", "combined"):
-            row = ood[part]
-            text = f"    {part:9s} AUROC {row['auroc']:.5f}, FPR@95%TPR {row['fpr_at_95_tpr']:.2%}"
-            if "threshold" in row:
-                text += (f"; at its threshold {row['nonflowers_rejected']:.1%} of non-flowers and "
-                         f"{row['flowers_rejected']:.1%} of flowers rejected")
-            lines.append(text)
-        rule = ood["rule"]
-        lines.append(f"    the rule   rejects {rule['nonflowers_rejected']:.1%} of non-flowers, "
-                     f"{rule['flowers_rejected']:.1%} of flowers")
-    cost = report.get("cost") or {}
-    if "imagenet_view_ms_median" in cost:
-        lines.append(f"  cost of the ImageNet view (at export): {cost['imagenet_view_ms_median']} ms of "
-                     f"{cost['forward_ms_median']} ms per photo, {cost['imagenet_view_megabytes']} MB of model.pt")
-    unknown = report.get("unknown_species")
-    if unknown:
-        left = unknown["left_out"]
-        lines.append(f"  species left out of the k-NN bank ({unknown['folds']} folds, {left['images']} photos): "
-                     f"unknown_species {left['unknown_species']:.1%}, not_a_flower {left['not_a_flower']:.1%}, "
-                     f"named as a species {left['species']:.1%}; known species called unknown "
-                     f"{unknown['known_called_unknown']:.1%}")
-    return lines
-
-
-def write_report_files(report: dict, folder: Path, class_names) -> None:
-    """confusion_matrix.png and reliability_diagram.png (matplotlib: an evaluation-only dependency)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)  # after a long evaluation, a missing folder must not lose the plots
-    matrix = np.asarray(report["confusion_matrix"], dtype=np.float64)
-    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    figure, axis = plt.subplots(figsize=(9, 8), dpi=110)
-    image = axis.imshow(normalised, cmap="viridis", vmin=0, vmax=1)
-    axis.set_xlabel("predicted class index")
-    axis.set_ylabel("true class index")
-    axis.set_title(f"Confusion matrix ({report.get('split', '')}, rows normalised), top-1 {report['summary']['top1']:.2%}")
-    figure.colorbar(image, ax=axis, fraction=0.046)
-    figure.tight_layout()
-    figure.savefig(folder / "confusion_matrix.png")
-    plt.close(figure)
-
-    figure, axis = plt.subplots(figsize=(5.5, 5), dpi=110)
-    calibration = report["calibration"]
-    centers = (np.arange(15) + 0.5) / 15
-    for key, label, color in (("bins_before", "raw", "#bbbbbb"), ("bins_after", f"T={calibration['temperature']:.2f}", "#2a7ab9")):
-        bins = calibration[key]
-        mask = np.asarray(bins["count"]) > 0
-        axis.bar(centers[mask], np.asarray(bins["accuracy"])[mask], width=1 / 15, alpha=0.6, label=label,
-                 color=color, edgecolor="black", linewidth=0.4)
-    axis.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-    axis.set_xlabel("confidence")
-    axis.set_ylabel("accuracy")
-    axis.set_title(f"Reliability ({report.get('split', '')}): ECE {calibration['ece_before']:.2%} -> {calibration['ece_after']:.2%}")
-    axis.legend(loc="upper left")
-    figure.tight_layout()
-    figure.savefig(folder / "reliability_diagram.png")
-    plt.close(figure)
 
 
 def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.ArgumentParser:
@@ -417,8 +315,6 @@ USER_ERRORS = (EvaluationError, DatasetLayoutError, ModelLoadError)
 
 
 def cli(argv=None, prog: str | None = None) -> int:
-    from ..cli import run_step
-
     return run_step("evaluate", get_args_parser(prog=prog), main, USER_ERRORS, argv)
 
 

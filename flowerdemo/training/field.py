@@ -7,6 +7,9 @@
   ``not_a_flower``: a photo that is not of a flower (the feedback store's corrections say so).
 - ``accept``: the class names that count as a right answer, ``|``-separated.
 
+The app's feedback store (:mod:`flowerdemo.feedback`) reads as photos from elsewhere too, and ``--extra-data`` may
+also be an ImageFolder tree of known species (:func:`extra_training_samples`).
+
 Every photo falls in one of three parts, by a hash of its file name (no seed, no order, the same on every
 machine and for every reader): ``train`` (the trainer may learn from it), ``calibration`` (the exporter fits the
 temperature, the prediction sets and the verdict thresholds on it) and ``test`` (only reported on). The fractions
@@ -19,9 +22,16 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import DatasetLayoutError
+from ..core.preprocess import list_images
+from ..core.verdict import Verdict
+from ..feedback import read_records
+from .data import DatasetLayoutError, DatasetNotFoundError, Sample
 
-FIELD_KINDS = ("known", "loose", "unknown", "not_a_flower")
+# A photo kind, not a verdict: a photo that is not of a flower, spelled as the verdict it should get (and as the
+# feedback store's label kind for it).
+NOT_A_FLOWER = Verdict.NOT_A_FLOWER.value
+FIELD_KINDS = ("known", "loose", "unknown", NOT_A_FLOWER)
+ANSWERED_KINDS = ("known", "loose")  # kinds whose photos have right answers (their accept names)
 FIELD_PARTS = ("train", "calibration", "test")
 LABELS_FILE = "labels.csv"
 LABEL_COLUMNS = ("filename", "source", "kind", "class_name", "accept")
@@ -91,7 +101,7 @@ def read_field_labels(folder: str | Path, labels_file: str | Path | None = None)
                 raise DatasetLayoutError(f"{labels_path} line {line}: kind must be one of {', '.join(FIELD_KINDS)}, "
                                          f"got {kind!r}")
             accept = tuple(name.strip() for name in (row["accept"] or "").split("|") if name.strip())
-            if kind in ("known", "loose") and not accept:
+            if kind in ANSWERED_KINDS and not accept:
                 raise DatasetLayoutError(f"{labels_path} line {line}: a {kind} photo needs its accept names")
             path = images / row["filename"]
             if path.is_file():
@@ -102,7 +112,7 @@ def read_field_labels(folder: str | Path, labels_file: str | Path | None = None)
     return samples
 
 
-FEEDBACK_KINDS = {"known": "known", "other": "unknown", "not_a_flower": "not_a_flower"}
+FEEDBACK_KINDS = {"known": "known", "other": "unknown", NOT_A_FLOWER: NOT_A_FLOWER}  # feedback label kind -> kind
 
 
 def is_feedback_store(folder: str | Path) -> bool:
@@ -115,8 +125,6 @@ def read_feedback_samples(root: str | Path) -> list[FieldSample]:
     """The corrections people saved on the page (:mod:`flowerdemo.feedback`'s folder), as photos from elsewhere:
     a ``known`` label is that species, ``other`` a species the model does not have, ``not_a_flower`` not a flower.
     Only confirmed records (latest label per photo) are read; an empty or missing folder gives no samples."""
-    from flowerdemo.feedback import read_records
-
     samples = []
     for record in read_records(root):
         kind = FEEDBACK_KINDS.get(record.get("label_kind"))
@@ -132,3 +140,53 @@ def field_part(samples: list[FieldSample], split: FieldSplit, part: str) -> list
     if part not in FIELD_PARTS + ("all",):
         raise ValueError(f"part must be one of {', '.join(FIELD_PARTS + ('all',))}; got {part!r}")
     return [s for s in samples if part == "all" or split.part(s.path) == part]
+
+
+def capped_per_class(samples, cap: int) -> list:
+    """At most ``cap`` samples per class, chosen by the file-name hash (:func:`photo_position`), not by folder order."""
+    kept, counts = [], {}
+    for sample in sorted(samples, key=lambda s: photo_position(s.path)):
+        if counts.get(sample.label, 0) < cap:
+            counts[sample.label] = counts.get(sample.label, 0) + 1
+            kept.append(sample)
+    return kept
+
+
+def extra_training_samples(folders, class_names, split) -> list[Sample]:
+    """``--extra-data``: photos of known species from other collections, in the ``train`` part of ``split``
+    (a :class:`~flowerdemo.training.field.FieldSplit`). Three layouts:
+
+    - ``labels.csv`` with ``kind``/``accept`` (photos from elsewhere, above): a ``known`` or ``loose``
+      photo whose accepted names are exactly one of ``class_names``; unknown species are never trained on;
+    - the app's feedback store (``metadata.jsonl`` under ``data/``): the corrections people confirmed;
+    - an ImageFolder tree (``<class name>/*.jpg``) whose folder names are among ``class_names``.
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    samples = []
+    for folder in folders:
+        folder = Path(folder)
+        name = folder.name or str(folder)
+        if (folder / LABELS_FILE).is_file():
+            rows = read_field_labels(folder)
+        elif is_feedback_store(folder):
+            rows = read_feedback_samples(folder)
+        elif folder.is_dir():
+            samples += _imagefolder_extra(folder, index, split)
+            continue
+        else:
+            raise DatasetNotFoundError(f"--extra-data {folder} is not a folder")
+        for row in field_part(rows, split, "train"):
+            labels = row.labels(index)
+            if row.kind in ANSWERED_KINDS and len(labels) == 1 and len(row.accept) == 1:
+                samples.append(Sample(row.path, labels[0], f"{name}/{row.source}"))
+    return samples
+
+
+def _imagefolder_extra(folder: Path, index: dict, split) -> list[Sample]:
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    unknown = [p.name for p in classes if p.name not in index]
+    if not classes or unknown:
+        raise DatasetLayoutError(f"--extra-data {folder}: expected labels.csv, a feedback store or one folder per "
+                                 f"class named as the model's classes" + (f"; unknown: {', '.join(unknown[:5])}" if unknown else ""))
+    return [Sample(path, index[path_class.name], folder.name)
+            for path_class in classes for path in list_images(path_class) if split.part(path) == "train"]

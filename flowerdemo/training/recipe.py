@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any, Mapping
 
 from ..core.preprocess import PreprocessConfig
+from .field import FieldSplit
 
 AUGMENTS = ("trivialaugment", "colorjitter", "none")
 CLASS_BALANCES = ("none", "sampler", "loss")
@@ -81,8 +83,6 @@ class Recipe:
         if not 0.0 <= self.val_fraction_for_training < 1.0:
             raise RecipeError(f"val_fraction_for_training must be in [0, 1), got {self.val_fraction_for_training}")
         object.__setattr__(self, "extra_data", tuple(self.extra_data))
-        from .field import FieldSplit
-
         try:
             FieldSplit(self.field_train_fraction, self.field_calibration_fraction)
         except ValueError as error:
@@ -99,8 +99,6 @@ class Recipe:
     @property
     def field_split(self):
         """How photos from elsewhere are shared out (training/field.py)."""
-        from .field import FieldSplit
-
         return FieldSplit(self.field_train_fraction, self.field_calibration_fraction)
 
     @classmethod
@@ -186,6 +184,4 @@ def recipe_from_args(args: argparse.Namespace, preprocess: PreprocessConfig, tra
 
 def extra_data_name(path) -> str:
     """What the recipe records of an --extra-data folder: its name, never the machine's path to it."""
-    from pathlib import Path
-
     return Path(str(path).rstrip("/\\")).name or str(path)

@@ -21,10 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DataSource, DatasetLayoutError, Sample, add_data_arguments, eval_loader, training_and_selection_samples
-from .field import read_field_labels
+from .field import ANSWERED_KINDS, read_field_labels
+from .models import create_model
 from .recipe import Recipe, RecipeError
-from .train import CheckpointError, initial_weights, load_checkpoint, save_checkpoint
+from .sources import initial_weights
+from .steps import run_step
 
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -68,7 +71,7 @@ def selection_sets(source: DataSource, recipe: Recipe, class_names, extra_data, 
     sets = [_prepared("val", val_samples, [(s.label,) for s in val_samples], recipe, workers)]
     index = {name: i for i, name in enumerate(class_names)}
     for folder in extra_data:
-        rows = [row for row in read_field_labels(folder) if row.kind in ("known", "loose") and row.labels(index)
+        rows = [row for row in read_field_labels(folder) if row.kind in ANSWERED_KINDS and row.labels(index)
                 and recipe.field_split.part(row.path) == "calibration"]
         if rows:
             sets.append(_prepared(Path(folder).name, [Sample(row.path, -1) for row in rows],
@@ -98,8 +101,6 @@ def choose_alpha(scores: dict) -> float:
 
 
 def main(args) -> dict:
-    from .models import create_model
-
     checkpoint = load_checkpoint(args.finetuned)
     recipe, class_names = Recipe.from_dict(checkpoint["recipe"]), list(checkpoint["class_names"])
     start = initial_weights(args.start)
@@ -143,8 +144,6 @@ USER_ERRORS = (WiseError, CheckpointError, DatasetLayoutError, RecipeError)
 
 
 def cli(argv=None, prog: str | None = None) -> int:
-    from ..cli import run_step
-
     return run_step("wise", get_args_parser(prog=prog), main, USER_ERRORS, argv)
 
 

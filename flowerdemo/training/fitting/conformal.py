@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from ...core.conformal import ConformalSets, ranked_scores
+from ..metrics import softmax
 
 
 def true_class_scores(probabilities: np.ndarray, labels: np.ndarray, penalty: float = 0.0, k_reg: int = 1) -> np.ndarray:
@@ -70,3 +71,15 @@ def select_penalty(probabilities: np.ndarray, labels: np.ndarray, level: float =
     if qualified:
         return min(qualified, key=lambda p: (report[p]["mean_size"], p)), report
     return max(grid, key=lambda p: (report[p]["worst_coverage"], -report[p]["mean_size"])), report
+
+
+def fit_prediction_sets(logits: np.ndarray, labels: np.ndarray, temperature: float, level: float,
+                        penalty: float | None, k_reg: int) -> tuple[ConformalSets, dict]:
+    """Conformal sets on the calibrated probabilities of photos never trained on; the RAPS penalty chosen on
+    those photos too (:func:`select_penalty`) unless given. Returns (the rule, a report of the penalty's choice)."""
+    probabilities = softmax(logits, temperature)
+    report = {}
+    if penalty is None:
+        penalty, candidates = select_penalty(probabilities, labels, level, k_reg=k_reg)
+        report = {"penalty_candidates": {str(p): row for p, row in candidates.items()}}
+    return fit_conformal(probabilities, labels, level, penalty, k_reg), report
