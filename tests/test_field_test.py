@@ -156,7 +156,7 @@ def test_cli_field_test_on_the_tiny_model_gives_the_apps_answers(tmp_path, tiny_
     answered = [(s, p) for s, p in zip(samples, predictions) if s.kind != "unknown"]
     assert field["all"]["top1"] == pytest.approx(np.mean([p.label in s.accept for s, p in answered]))
     verdicts = [p.verdict for s, p in answered]
-    for name in ood.VERDICTS:
+    for name in (verdict.value for verdict in ood.Verdict):  # VERDICTS became the Verdict enum (189d606)
         assert field["all"]["verdicts"][name] == pytest.approx(verdicts.count(name) / len(verdicts))
     unknown = [p.verdict for s, p in zip(samples, predictions) if s.kind == "unknown"]
     assert field["all"]["unknown_species"]["species"] == pytest.approx(unknown.count("species") / len(unknown))
