@@ -15,28 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 
-from .taxonomy import Taxonomy
+from .taxonomy import Rank, Taxonomy
 
 
 class RankConfigError(ValueError):
     """A rank rule or photo grouping (usually from an artifact's metadata) is malformed."""
-
-
-class Rank(str, Enum):
-    """The rank an answer names; the values are what JSON and CSV carry."""
-
-    SPECIES = "species"
-    GENUS = "genus"
-    FAMILY = "family"
-
-    def __str__(self) -> str:
-        return self.value
-
-    __format__ = str.__format__
 
 
 RANKS = tuple(Rank)  # deepest first: the order the rule walks up

@@ -10,16 +10,34 @@ import csv
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from .verdict import Verdict
+
 TAXONOMY_FILE = Path(__file__).resolve().parent.parent / "assets" / "taxonomy.csv"
 # Common names of genera and families ("pinks" for Dianthus), for answers at those ranks: latin,common_name
 GROUP_NAMES_FILE = TAXONOMY_FILE.with_name("taxon_groups.csv")
 COLUMNS = ("class_name", "common_name", "scientific_name", "scientific_rank", "genus", "family", "other_names")
-SCIENTIFIC_RANKS = ("species", "genus")
+
+
+class Rank(str, Enum):
+    """A taxonomic rank an answer can name; the values are what JSON and CSV carry."""
+
+    SPECIES = Verdict.SPECIES.value  # the same word as the species verdict: one of the known species
+    GENUS = "genus"
+    FAMILY = "family"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+SCIENTIFIC_RANKS = (Rank.SPECIES.value, Rank.GENUS.value)  # a class's scientific name is a binomial or a genus
 
 
 class TaxonomyError(ValueError):
@@ -31,7 +49,7 @@ class Taxon:
     class_name: str  # the dataset's name, as the model's class_names has it
     common_name: str  # what a person reads: names what the photos show
     scientific_name: str  # a binomial, or the genus where the class is a cultivar group or genus-level label
-    scientific_rank: str  # "species" or "genus": the rank of scientific_name
+    scientific_rank: str  # the rank of scientific_name: one of SCIENTIFIC_RANKS
     genus: str
     family: str
     other_names: tuple = ()  # other common names people type ("calendula", "california poppy")

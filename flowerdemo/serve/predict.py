@@ -40,7 +40,7 @@ class Prediction:
 
     def __post_init__(self) -> None:
         if self.verdict is not None and not isinstance(self.verdict, Verdict):
-            object.__setattr__(self, "verdict", Verdict(self.verdict))  # a stored value ("species") becomes the type
+            object.__setattr__(self, "verdict", Verdict(self.verdict))  # a stored value (the JSON word) becomes the type
 
     @property
     def label(self) -> str:

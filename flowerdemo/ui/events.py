@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from ..core.preprocess import InvalidImageError, load_image
 from ..core.verdict import Verdict
+from ..serve.gradcam import overlay
 from .assets import reference_items, static_url
 from .gradio_compat import update_props
 from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, NO_IMAGE_MESSAGE, NO_IMAGE_TITLE, READY_MESSAGE, TOP_K,
@@ -69,8 +71,6 @@ def photo_to_keep(photo):
 
 def maps_to_show(explanation) -> Any:
     """The per-class heatmaps, then the "why A and not B" map when there is one: [K or K + 1, h, w]."""
-    import numpy as np
-
     if getattr(explanation, "contrast", None) is None:
         return explanation.heatmaps
     return np.concatenate([explanation.heatmaps, explanation.contrast[None]])
@@ -78,8 +78,6 @@ def maps_to_show(explanation) -> Any:
 
 def render_overlays(state: ResultState | None, opacity: float) -> str:
     """The stored Grad-CAM maps over the photo at this opacity, with their captions, as inline HTML."""
-    from ..serve.gradcam import overlay
-
     if not state:
         return ""
     opacity = min(1.0, max(0.0, float(opacity)))

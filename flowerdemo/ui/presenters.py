@@ -9,8 +9,12 @@ from pathlib import Path
 import gradio as gr
 
 from ..core.names import display_name
+from ..core.ranks import Rank
 from ..core.verdict import Verdict
+from ..serve.hub import BUNDLED_MODEL_DIR, sha256_of
+from ..serve.predict import NOT_A_FLOWER_MESSAGE
 from .assets import NOT_A_FLOWER_EXAMPLE
+from .runtime import model_sha256
 
 TOP_K = 5
 CAM_CLASSES = 3
@@ -42,8 +46,6 @@ def percent(probability: float) -> str:
 def verdict_markdown(prediction, set_level: float | None = None) -> str:
     """The answer above the label: a species, "one of" a few, a flower it does not know, or not a flower.
     ``set_level``: how often the model's prediction sets hold the right species (from its metadata)."""
-    from ..serve.predict import NOT_A_FLOWER_MESSAGE
-
     name, probability = prediction.top_k[0]
     name = display_name(name)
     if prediction.verdict is Verdict.NOT_A_FLOWER:
@@ -59,7 +61,10 @@ def verdict_markdown(prediction, set_level: float | None = None) -> str:
         return ("### Too small or blurry to tell well\nThe photo has too little detail to judge the species (or "
                 "whether it is a flower) well: try a closer, sharper photo of one bloom.\n\n"
                 f"Best guesses: {guesses} ({name} likeliest at {percent(probability)}).")
-    names = [display_name(n) for n in prediction.prediction_set] or [name]
+    names = [shown_name(prediction, n) for n in prediction.prediction_set] or [name]
+    ranked = ranked_answer_markdown(prediction, names, set_level)
+    if ranked is not None:
+        return ranked
     if len(names) == 1:
         text = f"### {name.capitalize()}\n{percent(probability)} likely (calibrated probability)."
     else:
@@ -73,11 +78,50 @@ def verdict_markdown(prediction, set_level: float | None = None) -> str:
     return text
 
 
+RANK_WORDS = {Rank.GENUS: "genus", Rank.FAMILY: "family"}
+
+
+def shown_name(prediction, class_name: str) -> str:
+    """A class as the page names it: "common name (*Scientific name*)" where the model carries a taxonomy."""
+    for (name, _), taxon in zip(prediction.top_k, prediction.taxa):
+        if name == class_name:
+            return taxon.display()
+    return display_name(class_name)
+
+
+def ranked_answer_markdown(prediction, set_names: list, set_level: float | None) -> str | None:
+    """A species verdict told at the rank the model is sure of (models with a rank rule; None otherwise):
+    the species, else its genus or family with the likeliest candidates in it, else "not sure" with the set.
+    The set always holds the answer's likeliest species, so the two never contradict each other."""
+    answer = prediction.answer
+    if answer is None or not prediction.taxa or prediction.verdict is not Verdict.SPECIES:
+        return None
+    how_often = f"{set_level:.0%} of photos" if set_level else "most photos"
+    candidates = f"Candidates that hold the right species in {how_often}: {', '.join(set_names)}."
+    if answer.rank is Rank.SPECIES:
+        taxon = prediction.taxa[0]
+        text = f"### {taxon.common_name.capitalize()} (*{taxon.scientific_name}*)\n{percent(answer.probability)} likely."
+        return text + (f"\n\n{candidates}" if len(set_names) > 1 else "")
+    if answer.rank is not None:
+        inside = [f"{display_name(name)} {percent(p)}" for (name, p), index in zip(prediction.top_k, prediction.class_indices)
+                  if index in answer.classes][:NEAREST_SHOWN]
+        title = (f"*{answer.scientific_name}*" if answer.name == answer.scientific_name
+                 else f"{answer.name.capitalize()} (*{answer.scientific_name}*)")
+        return (f"### {title}: not sure which species\nSure of the {RANK_WORDS[answer.rank]} "
+                f"({percent(answer.probability)}), not of the species: {', '.join(inside)}.\n\n{candidates}")
+    return (f"### Not sure\nNo species, genus or family is likely enough to name. {candidates} A closer, sharper "
+            "photo of one bloom helps.")
+
+
 def _with_article(thing: str) -> str:
     return f"{'an' if thing[:1].lower() in 'aeiou' else 'a'} {thing}"
 
 
 def label_value(prediction) -> dict:
+    """The top classes for the label component (plain text: it shows no Markdown)."""
+    if prediction.taxa:
+        return {f"{taxon.common_name} ({taxon.scientific_name})": float(probability)
+                for (_, probability), taxon in zip(prediction.top_k, prediction.taxa)}
     return {display_name(name): float(probability) for name, probability in prediction.top_k}
 
 
@@ -136,9 +180,6 @@ def example_label(path: Path) -> str:
 def _short_sha256(classifier, path: Path) -> str | None:
     """The first 12 hex digits of the model file's SHA-256: the digest taken at load (the one saved answers
     carry), else the file at ``path`` (a classifier built without ``load``)."""
-    from ..serve.hub import sha256_of
-    from .runtime import model_sha256
-
     digest = model_sha256(classifier)
     if digest:
         return digest[:12]
@@ -158,8 +199,6 @@ def model_markdown(classifier, top_k: int = TOP_K, cam_classes: int = CAM_CLASSE
         repo, _, revision = source[len("hf://"):].partition("@")
         lines.append(f"- Source: Hugging Face Hub `{repo}`, revision `{revision or 'main'}`")
     else:
-        from ..serve.hub import BUNDLED_MODEL_DIR
-
         path = Path(source)
         bundled = path.exists() and path.resolve() in (BUNDLED_MODEL_DIR, BUNDLED_MODEL_DIR / "model.pt")
         where = "bundled `weights/`" if bundled else f"`{source}`"

@@ -34,15 +34,21 @@ class Pool:
         return len(self.knn)
 
 
-def fit_photo_groups(pool: Pool, groups: int = 3, l2: float = 1.0, min_per_group: int = 100) -> tuple[PhotoGroups, np.ndarray]:
+def fit_photo_groups(pool: Pool, groups: int = 3, l2: float = 1.0, keep_in_first: float = 0.95,
+                     min_per_group: int = 100) -> tuple[PhotoGroups, np.ndarray]:
     """(the grouping, each pool photo's group from out-of-fold scores). A logistic regression tells the
-    training collection's held-out photos from photos taken elsewhere; the edges cut the pool's out-of-fold
-    scores into ``groups`` equal shares (fewer where a share would hold under ``min_per_group`` photos)."""
+    training collection's held-out photos from photos taken elsewhere. The first edge keeps ``keep_in_first`` of
+    the training collection's photos in group 0 (so they keep its small sets and species answers); the shifted
+    photos above it are cut into equal shares for the other groups (fewer groups where a share would hold under
+    ``min_per_group`` photos)."""
     features = shift_features(pool.embeddings, pool.knn, pool.sharpness)
-    honest = out_of_fold_scores(features, pool.shifted, l2)
-    weights, bias = fit_logistic(features, pool.shifted, l2)
-    groups = max(1, min(groups, len(pool) // max(1, min_per_group)))
-    edges = tuple(float(np.quantile(honest, q)) for q in np.arange(1, groups) / groups)
+    shifted = np.asarray(pool.shifted, dtype=bool)
+    honest = out_of_fold_scores(features, shifted, l2)
+    weights, bias = fit_logistic(features, shifted, l2)
+    first = float(np.quantile(honest[~shifted], keep_in_first, method="inverted_cdf"))
+    beyond = honest[honest > first]
+    groups = max(1, min(groups, 1 + len(beyond) // max(1, min_per_group)))
+    edges = (first,) + tuple(float(np.quantile(beyond, q)) for q in np.arange(1, groups - 1) / (groups - 1)) if groups > 1 else ()
     names = GROUP_NAMES if groups == len(GROUP_NAMES) else tuple(f"group {i}" for i in range(groups))
     grouping = PhotoGroups(weights=tuple(weights), bias=bias, edges=edges, names=names)
     return grouping, grouping.assign(honest)
