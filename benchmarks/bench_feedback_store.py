@@ -21,7 +21,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flowerdemo.feedback import FeedbackStore, read_records  # noqa: E402
+from flowerdemo.core.verdict import Verdict  # noqa: E402
+from flowerdemo.feedback import FeedbackStore, LabelKind, read_records  # noqa: E402
 
 
 def gps_photo(index: int, size: tuple[int, int]) -> Image.Image:
@@ -53,7 +54,8 @@ def run(threads: int, saves: int, size: tuple[int, int], folder: Path) -> dict:
         for step in range(saves):
             index = number * saves + step
             started = time.perf_counter()
-            saved = store.save(photos[index], f"species {index}", "other", top1="rose", verdict="species",
+            saved = store.save(photos[index], f"species {index}", LabelKind.OTHER, top1="rose",
+                               verdict=Verdict.SPECIES,
                                prediction_set=["rose", "carnation"], model_sha256="ab" * 32)
             elapsed = time.perf_counter() - started
             with lock:

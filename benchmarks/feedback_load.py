@@ -93,12 +93,15 @@ def write_photo(image, path: Path, gps: bool) -> None:
 
 
 def label_for(number: int, class_names: tuple) -> tuple[str, str]:
-    kind = ("known", "other", "not_a_flower")[number % 3]
-    if kind == "known":
-        return class_names[number % len(class_names)], kind
-    if kind == "other":
-        return f"<b>wild</b> orchid \u200f{number}", kind
-    return "not a flower", kind
+    """(label, label_kind) for save ``number``: the three kinds in turn, as the words /feedback takes."""
+    from flowerdemo.feedback import LabelKind
+
+    kind = tuple(LabelKind)[number % 3]
+    if kind is LabelKind.KNOWN:
+        return class_names[number % len(class_names)], kind.value
+    if kind is LabelKind.OTHER:
+        return f"<b>wild</b> orchid \u200f{number}", kind.value
+    return "not a flower", kind.value
 
 
 def plan_saves(folder: Path, total: int, gps_every: int, class_names: tuple) -> list[Planned]:
@@ -360,6 +363,7 @@ def report_clients(outcomes: Outcomes, wall: float) -> None:
 
 
 def server_env(folder: Path) -> dict:
+    """The app's settings for the run, as environment variables (app.py reads them into Settings)."""
     return {"FLOWERDEMO_FEEDBACK": "on", "FLOWERDEMO_FEEDBACK_DIR": str(folder),
             "FLOWERDEMO_FEEDBACK_PER_MINUTE": "1000000", "FLOWERDEMO_FEEDBACK_REPO": ""}
 

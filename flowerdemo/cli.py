@@ -101,12 +101,23 @@ def add_feedback_command(commands) -> None:
     summary.set_defaults(handler=run_feedback_summary)
 
 
-def run_feedback_summary(args: argparse.Namespace) -> int:
-    from .feedback import DEFAULT_DIR, ENV_DIR, summary
+def settings_from_env():
+    """``Settings.from_env()``, a bad value a usage error (exit status 2, the variable named)."""
+    from .serve.settings import Settings, SettingsError  # light, but only the commands that need it read it
 
-    folder = args.dir or os.environ.get(ENV_DIR, "").strip() or str(DEFAULT_DIR)
+    try:
+        return Settings.from_env()
+    except SettingsError as error:
+        raise UsageError(str(error)) from None
+
+
+def run_feedback_summary(args: argparse.Namespace) -> int:
+    from .feedback import summary  # here: of all the commands, only this one needs the feedback package
+    from .serve.settings import ENV_FEEDBACK_DIR  # beside it: a light module, read when this command runs
+
+    folder = args.dir or settings_from_env().feedback_dir
     if not os.path.isdir(folder):
-        raise UsageError(f"no feedback folder at {folder}: give --dir, or set {ENV_DIR}")
+        raise UsageError(f"no feedback folder at {folder}: give --dir, or set {ENV_FEEDBACK_DIR}")
     print(summary(folder, top=args.top))
     return EXIT_OK
 
@@ -135,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     files = collect_files(args.paths)
-    classifier = load_classifier(args.model, args.revision, args.sha256)
+    settings = settings_from_env()  # $FLOWERDEMO_MODEL, _REVISION, _SHA256: the defaults of the three options
+    classifier = load_classifier(args.model or settings.model, args.revision or settings.model_revision,
+                                 args.sha256 or settings.model_sha256)
     writer = make_writer(args.format, sys.stdout, files)
     failed = report(classify(classifier, files, args.batch_size, args.top_k), len(files), writer)
     return EXIT_SOME_FAILED if failed else EXIT_OK

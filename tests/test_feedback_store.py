@@ -23,7 +23,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from flowerdemo import cli, feedback
-from flowerdemo.feedback import FeedbackError, FeedbackStore, read_records, sanitize_label, summary
+from flowerdemo.core.verdict import Verdict
+from flowerdemo.feedback import FeedbackError, FeedbackStore, LabelKind, read_records, sanitize_label, summary
+from flowerdemo.serve.settings import ENV_FEEDBACK_DIR
 from flowerdemo.training.field import FieldSample, read_feedback_samples
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +40,7 @@ def photo(index: int, size=(32, 24)) -> Image.Image:
 
 
 def save(store: FeedbackStore, image, label="rose", kind="known", top1="carnation", **extra):
-    defaults = dict(top1=top1, verdict="species", prediction_set=["carnation", "rose"], model_sha256=MODEL_SHA)
+    defaults = dict(top1=top1, verdict=Verdict.SPECIES, prediction_set=["carnation", "rose"], model_sha256=MODEL_SHA)
     return store.save(image, label, kind, **{**defaults, **extra})
 
 
@@ -191,7 +193,7 @@ def crash_at(monkeypatch, target: str):
         raise SimulatedCrash(target)
 
     monkeypatch.setattr(target, crash)
-    monkeypatch.setattr(feedback, "remove_quietly", lambda path: None)  # a dead process cleans nothing up
+    monkeypatch.setattr(feedback.store, "remove_quietly", lambda path: None)  # a dead process cleans nothing up
 
 
 @pytest.mark.parametrize("step", ["flowerdemo.feedback.FeedbackStore._commit",  # photo written, not renamed
@@ -240,8 +242,8 @@ def test_a_metadata_rewrite_cut_short_keeps_the_previous_file(store, monkeypatch
             raise SimulatedCrash("between the temporary metadata and its rename")
         real_replace(source, target)
 
-    monkeypatch.setattr(feedback.os, "replace", replace_photo_only)
-    monkeypatch.setattr(feedback, "remove_quietly", lambda path: None)
+    monkeypatch.setattr(feedback.store.os, "replace", replace_photo_only)
+    monkeypatch.setattr(feedback.store, "remove_quietly", lambda path: None)
     with pytest.raises(SimulatedCrash):
         save(store, photo(2))
     assert (store.folder / "metadata.jsonl").read_bytes() == before
@@ -249,13 +251,13 @@ def test_a_metadata_rewrite_cut_short_keeps_the_previous_file(store, monkeypatch
 
 
 def test_a_failed_folder_sync_after_the_commit_keeps_the_photo_its_record_names(store, monkeypatch):
-    real_fsync_folder = feedback.fsync_folder
+    real_fsync_folder = feedback.store.fsync_folder
 
     def fail_once(folder):
-        monkeypatch.setattr(feedback, "fsync_folder", real_fsync_folder)
+        monkeypatch.setattr(feedback.store, "fsync_folder", real_fsync_folder)
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(feedback, "fsync_folder", fail_once)
+    monkeypatch.setattr(feedback.store, "fsync_folder", fail_once)
     with pytest.raises(FeedbackError, match="Input/output error"):
         save(store, photo(1))
     (line,) = metadata_lines(store)
@@ -377,7 +379,7 @@ def test_a_full_disk_refuses_with_a_clear_message_and_keeps_nothing(store, monke
     def no_space(descriptor):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(feedback.os, "fsync", no_space)
+    monkeypatch.setattr(feedback.files.os, "fsync", no_space)
     with pytest.raises(FeedbackError, match="disk holding the feedback folder is full"):
         save(store, photo(2))
     monkeypatch.undo()
@@ -399,6 +401,19 @@ def test_label_kinds_and_known_names_are_checked(store):
     assert [line["label"] for line in metadata_lines(store)] == ["tulip"]
     any_name = FeedbackStore(store.root)  # without class names any known label is taken as given
     assert save(any_name, photo(2), "tulip", "known").label == "tulip"
+
+
+def test_label_kinds_and_verdicts_are_stored_as_their_words(store):
+    assert [kind.value for kind in LabelKind] == ["known", "other", "not_a_flower"]
+    assert LabelKind.NOT_A_FLOWER.value == Verdict.NOT_A_FLOWER.value and feedback.LABEL_KINDS == tuple(LabelKind)
+    saved = save(store, photo(1), "", LabelKind.NOT_A_FLOWER, verdict=Verdict.NOT_A_FLOWER, prediction_set=[])
+    assert saved.label_kind is LabelKind.NOT_A_FLOWER and saved.label == "not a flower"
+    line = metadata_lines(store)[0]
+    assert (line["label_kind"], line["verdict"]) == ("not_a_flower", "not_a_flower")
+    assert type(line["label_kind"]) is str and type(line["verdict"]) is str
+    [record] = read_records(store.root)
+    assert feedback.agrees(record) and feedback.model_answer(record) == "not a flower"
+    assert feedback.model_answer({**record, "verdict": "no such verdict", "model_top1": "rose"}) == "rose"
 
 
 def test_html_is_stored_as_the_literal_text(store):
@@ -441,23 +456,6 @@ def test_200_hostile_labels_never_break_a_save_or_reach_a_path(store, text):
         {saved.file_name, "metadata.jsonl"}  # only ever the photo and the metadata, wherever the text points
 
 
-# --- rate limit -----------------------------------------------------------------------------------------------
-
-def test_a_session_gets_a_limited_number_of_saves_a_minute():
-    now = [0.0]
-    limit = feedback.SaveRateLimit(3, clock=lambda: now[0])
-    for second in (0.0, 10.0, 20.0):
-        now[0] = second
-        limit.take()
-    now[0] = 59.0
-    with pytest.raises(FeedbackError, match="3 saves in a minute.*try again in 1 s"):
-        limit.take()
-    now[0] = 60.0  # the first save is a minute old
-    limit.take()
-    with pytest.raises(FeedbackError, match="at least 1"):
-        feedback.SaveRateLimit(0)
-
-
 # --- summary and the command line -----------------------------------------------------------------------------
 
 def test_summary_counts_labels_and_the_most_corrected_pairs(store):
@@ -482,7 +480,7 @@ def test_feedback_summary_command(store, capsys, monkeypatch):
     save(store, photo(1), "carnation", top1="sweet william")
     assert cli.main(["feedback", "summary", "--dir", str(store.root)]) == 0
     assert "sweet william -> carnation: 1" in capsys.readouterr().out
-    monkeypatch.setenv(feedback.ENV_DIR, str(store.root))
+    monkeypatch.setenv(ENV_FEEDBACK_DIR, str(store.root))
     assert cli.main(["feedback", "summary"]) == 0
     assert "carnation: 1" in capsys.readouterr().out
     assert cli.main(["feedback", "summary", "--dir", str(store.root / "missing")]) == 2
@@ -490,26 +488,6 @@ def test_feedback_summary_command(store, capsys, monkeypatch):
 
 
 # --- configuration --------------------------------------------------------------------------------------------
-
-def test_from_env(tmp_path, monkeypatch):
-    for name in (feedback.ENV_SWITCH, feedback.ENV_DIR, feedback.ENV_MAX_MB):
-        monkeypatch.delenv(name, raising=False)
-    default = FeedbackStore.from_env(CLASSES, app_dir=tmp_path)
-    assert default.root == (tmp_path / "feedback").resolve() and default.class_names == CLASSES
-    assert default.max_bytes == 500 * 2**20
-    monkeypatch.setenv(feedback.ENV_DIR, str(tmp_path / "elsewhere"))
-    monkeypatch.setenv(feedback.ENV_MAX_MB, "2.5")
-    configured = FeedbackStore.from_env()
-    assert configured.root == (tmp_path / "elsewhere").resolve() and configured.max_bytes == int(2.5 * 2**20)
-    monkeypatch.setenv(feedback.ENV_MAX_MB, "lots")
-    with pytest.raises(FeedbackError, match="FLOWERDEMO_FEEDBACK_MAX_MB must be a positive number"):
-        FeedbackStore.from_env()
-    monkeypatch.setenv(feedback.ENV_SWITCH, "OFF")
-    assert FeedbackStore.from_env() is None
-    monkeypatch.setenv(feedback.ENV_SWITCH, "maybe")
-    with pytest.raises(FeedbackError, match="on or off"):
-        FeedbackStore.from_env()
-
 
 def test_writer_ids_are_unique_and_never_a_split_name(tmp_path):
     assert FeedbackStore(tmp_path).writer_id != FeedbackStore(tmp_path).writer_id
@@ -541,9 +519,12 @@ class RecordingApi:
 
 @pytest.fixture()
 def upload_env(monkeypatch):
-    monkeypatch.setenv(feedback.ENV_REPO, "me/flower-feedback")
-    monkeypatch.setenv("HF_TOKEN", "hf_test")
-    monkeypatch.delenv(feedback.ENV_EVERY, raising=False)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")  # huggingface_hub's variable: the store's settings are arguments
+
+
+def uploading(store: FeedbackStore, **kwargs) -> FeedbackStore:
+    """Another writer into the same folder, with uploads to the dataset repo set."""
+    return FeedbackStore(store.root, class_names=CLASSES, repo_id="me/flower-feedback", **kwargs)
 
 
 def committed(api: RecordingApi) -> dict:
@@ -562,8 +543,8 @@ def test_start_uploads_wires_a_commit_scheduler_for_the_dataset_repo(store, uplo
             built.append(kwargs)
             super().__init__(hf_api=api, **kwargs)
 
-    monkeypatch.setattr(feedback, "feedback_scheduler_class", lambda: Recorded)
-    monkeypatch.setenv(feedback.ENV_EVERY, "2")
+    monkeypatch.setattr(feedback.upload, "feedback_scheduler_class", lambda: Recorded)
+    store = uploading(store, upload_every_minutes=2)
     store.start_uploads()
     store.start_uploads()  # once only
     scheduler = store._scheduler
@@ -617,6 +598,7 @@ def test_the_scheduler_uploads_locked_snapshots_and_deletes_undone_photos(store)
 def test_uploads_without_a_token_or_a_reachable_hub_are_clear_errors(store, upload_env, monkeypatch):
     import huggingface_hub
 
+    store = uploading(store)
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     with pytest.raises(FeedbackError, match="HF_TOKEN"):
@@ -632,15 +614,15 @@ def test_uploads_without_a_token_or_a_reachable_hub_are_clear_errors(store, uplo
 
 
 def test_on_a_space_without_a_repo_the_lost_folder_is_logged_once(store, monkeypatch, caplog):
-    monkeypatch.delenv(feedback.ENV_REPO, raising=False)
-    monkeypatch.setenv("SPACE_ID", "me/flowers")
-    monkeypatch.setattr(feedback, "_space_warning_logged", False)
+    monkeypatch.setattr(feedback.upload, "_space_warning_logged", False)
+    space = "me/flowers"  # Settings.space_id, from SPACE_ID
     with caplog.at_level("WARNING", logger="flowerdemo.feedback"):
-        store.start_uploads()
-        store.start_uploads()
-        FeedbackStore(store.root).start_uploads()
+        store.start_uploads(space_id=space)
+        store.start_uploads(space_id=space)
+        FeedbackStore(store.root).start_uploads(space_id=space)
+        store.start_uploads()  # not on a Space: nothing to say
     warnings = [record.message for record in caplog.records if "lost when the Space restarts" in record.message]
-    assert len(warnings) == 1 and feedback.ENV_REPO in warnings[0]
+    assert len(warnings) == 1 and feedback.REPO_SETTING in warnings[0]
     assert store._scheduler is None
     assert feedback.on_persistent_storage(Path("/data/feedback"))  # a Space's persistent storage: no warning there
     assert not feedback.on_persistent_storage(Path("/database/feedback"))

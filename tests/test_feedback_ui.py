@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from flowerdemo import ui
-from flowerdemo.feedback import FeedbackStore, read_records
+from flowerdemo.core.verdict import Verdict
+from flowerdemo.feedback import FeedbackDisabled, FeedbackStore, read_records
 from flowerdemo.serve.hub import sha256_of
+from flowerdemo.serve.settings import Settings, SettingsError
 from flowerdemo.serve.predict import FlowerClassifier
 from flowerdemo.ui import feedback as fb
 
@@ -62,11 +64,11 @@ def events(model, store, clock):
     return fb.FeedbackEvents(model, fb.LazyStore.of(model, store), per_minute=10, clock=clock)
 
 
-def species_answer(answer, verdict="species"):
+def species_answer(answer, verdict=Verdict.SPECIES):
     """The same photo and answer, with the verdict the test needs (the tiny model's own is random)."""
     from dataclasses import replace
 
-    return replace(answer, verdict=verdict, prediction_set=(answer.top1,) if verdict == "species" else ())
+    return replace(answer, verdict=verdict, prediction_set=(answer.top1,) if verdict is Verdict.SPECIES else ())
 
 
 def saved(status_update) -> bool:
@@ -93,14 +95,14 @@ def test_right_keeps_the_photo_the_name_and_the_models_answer(events, answer, st
 
 
 def test_right_on_a_rejected_photo_confirms_it_is_not_a_flower(events, answer, store):
-    status, _, _ = events.right(species_answer(answer, "not_a_flower"), None)
+    status, _, _ = events.right(species_answer(answer, Verdict.NOT_A_FLOWER), None)
     assert saved(status) and "not a flower" in status
     [record] = read_records(store.root)
     assert record["label_kind"] == "not_a_flower" and record["verdict"] == "not_a_flower"
 
 
 def test_right_is_hidden_for_a_flower_it_does_not_know(events, answer, store):
-    unknown = species_answer(answer, "unknown_species")
+    unknown = species_answer(answer, Verdict.UNKNOWN_SPECIES)
     row, right = events.for_answer(unknown, None)[:2]
     assert row["visible"] is True and right["visible"] is False
     status, _, _ = events.right(unknown, None)  # a stale click still saves nothing
@@ -240,10 +242,31 @@ def test_saves_a_minute_are_limited_per_session(events, model, answer, clock, st
 
 def test_the_limit_comes_from_the_environment(model, store, monkeypatch):
     monkeypatch.setenv("FLOWERDEMO_FEEDBACK_PER_MINUTE", "3")
-    assert fb.FeedbackEvents(model, fb.LazyStore.of(model, store)).per_minute == 3
+    per_minute = Settings.from_env().feedback_per_minute
+    assert fb.FeedbackEvents(model, fb.LazyStore.of(model, store), per_minute=per_minute).per_minute == 3
+    assert fb.FeedbackEvents(model, fb.LazyStore.of(model, store)).per_minute == 10  # the default
     monkeypatch.setenv("FLOWERDEMO_FEEDBACK_PER_MINUTE", "lots")
-    with pytest.raises(fb.FeedbackError, match="FLOWERDEMO_FEEDBACK_PER_MINUTE"):
-        fb.FeedbackEvents(model, fb.LazyStore.of(model, store))
+    with pytest.raises(SettingsError, match="FLOWERDEMO_FEEDBACK_PER_MINUTE"):
+        fb.FeedbackEvents(model, fb.LazyStore.of(model, store), per_minute=Settings.from_env().feedback_per_minute)
+    with pytest.raises(SettingsError, match="FLOWERDEMO_FEEDBACK_PER_MINUTE"):  # the page is never built
+        ui.build_demo(lambda: None, feedback_store=store)
+    with pytest.raises(fb.FeedbackError, match="at least 1"):
+        fb.FeedbackEvents(model, fb.LazyStore.of(model, store), per_minute=0)
+
+
+def test_a_session_gets_a_limited_number_of_saves_a_minute():
+    now = [0.0]
+    limit = fb.SaveRateLimit(3, clock=lambda: now[0])
+    for second in (0.0, 10.0, 20.0):
+        now[0] = second
+        limit.take()
+    now[0] = 59.0
+    with pytest.raises(fb.FeedbackError, match="3 saves in a minute.*try again in 1 s"):
+        limit.take()
+    now[0] = 60.0  # the first save is a minute old
+    limit.take()
+    with pytest.raises(fb.FeedbackError, match="at least 1"):
+        fb.SaveRateLimit(0)
 
 
 # ---------------------------------------------------------------------------------------------------- the row
@@ -285,15 +308,51 @@ def test_the_choices_are_the_models_species_searchable_plus_other_and_not_a_flow
 def test_the_consent_line_says_what_is_kept_and_where(monkeypatch, tmp_path):
     monkeypatch.delenv("FLOWERDEMO_FEEDBACK_REPO", raising=False)
     monkeypatch.delenv("FLOWERDEMO_FEEDBACK_DIR", raising=False)
-    text = fb.consent_markdown(fb.destination())
+    text = fb.consent_markdown(fb.destination(Settings.from_env()))
     for kept in ("the photo", "the name you give", "answer and verdict", "SHA-256", "the time", "no IP address",
                  "no account", "EXIF", "Nothing is kept unless you click"):
         assert kept in text
     assert "folder `feedback` on this server" in text and "Hugging Face" not in text
     monkeypatch.setenv("FLOWERDEMO_FEEDBACK_DIR", str(tmp_path / "answers"))
     monkeypatch.setenv("FLOWERDEMO_FEEDBACK_REPO", "someone/flower-corrections")
-    text = fb.consent_markdown(fb.destination())
+    text = fb.consent_markdown(fb.destination(Settings.from_env()))
     assert str(tmp_path / "answers") in text and "Hugging Face dataset `someone/flower-corrections`" in text
+
+
+def test_the_store_the_settings_ask_for(tmp_path, monkeypatch):
+    """What was FeedbackStore.from_env: folder, size limit and switch come from Settings (read from the environment
+    once), and the page opens its store with them."""
+    for name in ("FLOWERDEMO_FEEDBACK", "FLOWERDEMO_FEEDBACK_DIR", "FLOWERDEMO_FEEDBACK_MAX_MB"):
+        monkeypatch.delenv(name, raising=False)
+    assert Settings.from_env().feedback_dir == ROOT / "feedback"  # beside app.py
+    classes = ("rose", "daisy")
+    default = fb.open_store(Settings(feedback_dir=tmp_path / "feedback"), classes)
+    assert default.root == (tmp_path / "feedback").resolve() and default.class_names == classes
+    assert default.max_bytes == 500 * 2**20
+    monkeypatch.setenv("FLOWERDEMO_FEEDBACK_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("FLOWERDEMO_FEEDBACK_MAX_MB", "2.5")
+    configured = fb.open_store(Settings.from_env())
+    assert configured.root == (tmp_path / "elsewhere").resolve() and configured.max_bytes == int(2.5 * 2**20)
+    monkeypatch.setenv("FLOWERDEMO_FEEDBACK_MAX_MB", "lots")
+    with pytest.raises(SettingsError, match="FLOWERDEMO_FEEDBACK_MAX_MB must be a positive number"):
+        Settings.from_env()
+    monkeypatch.delenv("FLOWERDEMO_FEEDBACK_MAX_MB")
+    monkeypatch.setenv("FLOWERDEMO_FEEDBACK", "OFF")
+    with pytest.raises(FeedbackDisabled, match="switched off"):
+        fb.open_store(Settings.from_env())
+    monkeypatch.setenv("FLOWERDEMO_FEEDBACK", "maybe")
+    with pytest.raises(SettingsError, match="on or off"):
+        Settings.from_env()
+
+
+def test_the_opener_starts_uploads_with_the_settings_repo(tmp_path, tiny_classifier, monkeypatch):
+    started = []
+    monkeypatch.setattr(FeedbackStore, "start_uploads", lambda self, space_id=None: started.append(
+        (self.repo_id, self.upload_every_minutes, space_id)))
+    settings = Settings(feedback_dir=tmp_path / "fb", feedback_repo="me/fb", feedback_every_minutes=2.0,
+                        space_id="me/flowers")
+    store = fb.store_opener(settings)(tiny_classifier)
+    assert store.class_names == tiny_classifier.class_names and started == [("me/fb", 2.0, "me/flowers")]
 
 
 # ---------------------------------------------------------------------------------------------------- the page
@@ -323,6 +382,17 @@ def test_switched_off_there_is_no_row_and_no_endpoint(tiny_classifier, monkeypat
     assert list(demo.get_api_info()["named_endpoints"]) == ["/classify"]
     assert "fd-feedback" not in {getattr(block, "elem_id", None) for block in demo.blocks.values()}
     assert demo.flowerdemo_feedback is None
+
+
+def test_the_page_takes_its_settings_as_an_argument(tiny_classifier, monkeypatch, tmp_path):
+    monkeypatch.setenv("FLOWERDEMO_FEEDBACK", "maybe")  # never read: the settings are given
+    off = ui.build_demo(lambda: tiny_classifier, settings=Settings(feedback=False))
+    assert list(off.get_api_info()["named_endpoints"]) == ["/classify"] and off.flowerdemo_feedback is None
+    on = ui.build_demo(lambda: tiny_classifier, settings=Settings(feedback_dir=tmp_path / "answers",
+                                                                  feedback_repo="me/fb"))
+    consent = next(block for block in on.blocks.values() if getattr(block, "elem_id", None) == "fd-fb-consent")
+    assert str(tmp_path / "answers") in consent.value and "dataset `me/fb`" in consent.value
+    assert not (tmp_path / "answers").exists()  # opened after the model, on first use
 
 
 def test_a_bad_switch_value_stops_the_app_at_start(tiny_classifier, monkeypatch):

@@ -179,6 +179,28 @@ def test_flowerdemo_model_env_is_honoured(hub_repo, monkeypatch):
     assert classifier.class_names == OLD_CLASSES and classifier.source == f"hf://{REPO}@v1"
 
 
+def test_settings_given_are_used_and_the_environment_is_not(hub_repo, monkeypatch, tiny_model_dir):
+    from flowerdemo.serve.hub import BUNDLED_MODEL_DIR, parse_source, resolve_model_file
+    from flowerdemo.serve.settings import Settings
+
+    monkeypatch.setenv("FLOWERDEMO_MODEL", "hf://someone/else")
+    monkeypatch.setenv("FLOWERDEMO_MODEL_SHA256", "not read")
+    assert parse_source(settings=Settings()).location == str(BUNDLED_MODEL_DIR)
+    source = parse_source(settings=Settings(model=REPO, model_revision="v1"))
+    assert (source.kind, source.location, source.revision) == ("hub", REPO, "v1")
+    assert parse_source(f"hf://{REPO}", settings=Settings(model_revision="v1")).revision == "v1"
+    assert parse_source(f"hf://{REPO}@main", settings=Settings(model_revision="v1")).revision == "main"
+    with pytest.raises(ModelLoadError, match="refusing to load it"):
+        resolve_model_file(source, settings=Settings(model_sha256=hub_repo["main_sha256"]))
+    assert resolve_model_file(source, settings=Settings(model_sha256=hub_repo["old_sha256"]))
+
+
+def test_a_bad_model_variable_is_a_model_load_error(hub_repo, monkeypatch):
+    monkeypatch.setenv("FLOWERDEMO_MODEL_SHA256", "abc123")
+    with pytest.raises(ModelLoadError, match="FLOWERDEMO_MODEL_SHA256 must be 64 hex digits"):
+        FlowerClassifier.load(f"hf://{REPO}")
+
+
 # --- checksum pinning -------------------------------------------------------------------------------------------
 
 def test_right_sha256_loads(hub_repo, monkeypatch):

@@ -306,6 +306,29 @@ def test_launch_kwargs_are_accepted_by_launch(monkeypatch):
         ui.launch_kwargs()
 
 
+def test_queue_and_upload_limit_come_from_the_settings_given(monkeypatch):
+    for name in (ui.ENV_CONCURRENCY, ui.ENV_QUEUE_SIZE, ui.ENV_MAX_FILE_SIZE):
+        monkeypatch.setenv(name, "not read")  # the settings are given: the environment is not looked at
+    settings = ui.Settings(concurrency=3, queue_size=5, max_file_size=1024)
+    demo = ui.build_demo(FakeClassifier("species"), settings=settings)
+    assert demo._queue.default_concurrency_limit == 3 and demo._queue.max_size == 5
+    assert ui.launch_kwargs(settings)["max_file_size"] == 1024
+    assert ui.launch_kwargs(ui.Settings(), show_error=True)["show_error"] is True
+
+
+def test_torch_threads_share_the_cores_unless_omp_num_threads_is_set(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(os, "cpu_count", lambda: 8)
+        assert ui.configure_torch_threads(ui.Settings(concurrency=2)) == 4 == torch.get_num_threads()
+        torch.set_num_threads(3)
+        assert ui.configure_torch_threads(ui.Settings(concurrency=2, omp_num_threads="3")) == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_launched_app_limits_uploads_and_exposes_only_classify_and_feedback(monkeypatch):
     import socket
 

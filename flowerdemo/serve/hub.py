@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.artifact import MODEL_FILE, ModelLoadError
+from .settings import ENV_MODEL, ENV_MODEL_SHA256, Settings, SettingsError
 
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[2] / "weights"
-ENV_MODEL = "FLOWERDEMO_MODEL"
-ENV_REVISION = "FLOWERDEMO_MODEL_REVISION"
-ENV_SHA256 = "FLOWERDEMO_MODEL_SHA256"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SOURCE_HELP = "a model.pt file, a model folder, hf://owner/repo[@revision] or owner/repo"
 
@@ -33,11 +31,25 @@ class ModelSource:
         return self.location
 
 
-def parse_source(spec: str | os.PathLike | None = None, revision: str | None = None) -> ModelSource:
-    """Turn a user's model spec (or ``FLOWERDEMO_MODEL``, or the bundled default) into a :class:`ModelSource`."""
-    if spec is None or str(spec).strip() == "":
-        spec = os.environ.get(ENV_MODEL, "").strip() or str(BUNDLED_MODEL_DIR)
-    revision = revision or os.environ.get(ENV_REVISION, "").strip() or None
+def settings_from_env() -> Settings:
+    """The environment's :class:`Settings`, for a caller that gave no model: a bad value is a ModelLoadError, what
+    every model loader already reports."""
+    try:
+        return Settings.from_env()
+    except SettingsError as error:
+        raise ModelLoadError(str(error)) from None
+
+
+def parse_source(spec: str | os.PathLike | None = None, revision: str | None = None,
+                 settings: Settings | None = None) -> ModelSource:
+    """Turn a model spec into a :class:`ModelSource`: ``spec``, else ``settings.model`` (``FLOWERDEMO_MODEL``), else
+    the bundled weights; ``revision``, else ``settings.model_revision``. Without ``settings``, the environment's
+    are read, and only when ``spec`` or ``revision`` is missing (``FlowerClassifier.load()`` with no model)."""
+    missing_spec = spec is None or str(spec).strip() == ""
+    if missing_spec or not revision:
+        settings = settings if settings is not None else settings_from_env()
+        spec = (settings.model or str(BUNDLED_MODEL_DIR)) if missing_spec else spec
+        revision = revision or settings.model_revision
     text = os.fspath(spec).strip()
     if text.startswith("hf://"):
         repo_id, _, pinned = text[len("hf://"):].partition("@")
@@ -53,8 +65,11 @@ def parse_source(spec: str | os.PathLike | None = None, revision: str | None = N
     raise ModelLoadError(f"model {text!r} not found: give {_SOURCE_HELP}")
 
 
-def resolve_model_file(source: ModelSource, expected_sha256: str | None = None) -> str:
-    """A local path to the source's ``model.pt``, downloaded into the Hub cache if needed, checksum verified."""
+def resolve_model_file(source: ModelSource, expected_sha256: str | None = None,
+                       settings: Settings | None = None) -> str:
+    """A local path to the source's ``model.pt``, downloaded into the Hub cache if needed, checksum verified
+    against ``expected_sha256``, else ``settings.model_sha256`` (``FLOWERDEMO_MODEL_SHA256``; without ``settings``,
+    the environment's)."""
     if source.kind == "local":
         path = Path(source.location)
         path = path / MODEL_FILE if path.is_dir() else path
@@ -63,7 +78,10 @@ def resolve_model_file(source: ModelSource, expected_sha256: str | None = None) 
         local = str(path)
     else:
         local = _download(source)
-    expected = (expected_sha256 or os.environ.get(ENV_SHA256, "")).strip().lower()
+    expected = (expected_sha256 or "").strip().lower()
+    if not expected:
+        settings = settings if settings is not None else settings_from_env()
+        expected = settings.model_sha256 or ""
     if expected:
         verify_sha256(local, expected)
     return local
@@ -83,7 +101,7 @@ def _download(source: ModelSource) -> str:
     except LocalEntryNotFoundError:
         raise ModelLoadError(
             f"{where}: {MODEL_FILE} is not in the local Hugging Face cache and the Hub cannot be reached "
-            f"(offline={offline}). Connect once, or point FLOWERDEMO_MODEL at a local model folder."
+            f"(offline={offline}). Connect once, or point {ENV_MODEL} at a local model folder."
         ) from None
     except RevisionNotFoundError:
         raise ModelLoadError(f"{where}: no such revision (give a branch, tag or commit of the repo)") from None
@@ -111,7 +129,7 @@ def is_sha256_digest(text: str) -> bool:
 def verify_sha256(path: str | os.PathLike, expected: str) -> None:
     """Refuse a model file whose bytes are not the ones the operator pinned, *before* loading it."""
     if not is_sha256_digest(expected):
-        raise ModelLoadError(f"{ENV_SHA256} must be 64 hex digits, got {expected!r}")
+        raise ModelLoadError(f"{ENV_MODEL_SHA256} must be 64 hex digits, got {expected!r}")
     actual = sha256_of(path)
     if actual != expected:
         raise ModelLoadError(f"{path}: SHA-256 is {actual}, expected {expected}; refusing to load it")

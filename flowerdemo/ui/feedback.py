@@ -3,12 +3,14 @@
 Nothing is saved unless the person clicks. A save is its own event (never on ``/classify``'s path): it takes the
 photo the answer kept in the session's ``ResultState`` and the model's answer, and hands them to
 :class:`flowerdemo.feedback.FeedbackStore`, which re-encodes the photo and appends the record. Each session may
-undo its own save of the photo on screen, and may save at most ``FLOWERDEMO_FEEDBACK_PER_MINUTE`` times a minute.
+undo its own save of the photo on screen, and may save at most ``Settings.feedback_per_minute`` times a minute
+(``FLOWERDEMO_FEEDBACK_PER_MINUTE``: :class:`SaveRateLimit`, a page concern, not the store's).
 """
 from __future__ import annotations
 
+import collections
 import html
-import os
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -17,13 +19,12 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from ..feedback import (ENV_DIR, ENV_REPO, ENV_SWITCH, LABEL_KINDS, MAX_LABEL_LENGTH,
-                        NOT_A_FLOWER_LABEL, FeedbackError, SaveRateLimit)
+from ..core.verdict import Verdict
+from ..feedback import (LABEL_KINDS, MAX_LABEL_LENGTH, NOT_A_FLOWER_LABEL, FeedbackDisabled, FeedbackError,
+                        FeedbackStore, LabelKind, as_label_kind, as_verdict)
+from ..serve.settings import APP_DIR, DEFAULT_FEEDBACK_PER_MINUTE, ENV_FEEDBACK, Settings
 from .runtime import LazyModel, get_model, model_sha256
 
-DEFAULT_FOLDER = "feedback"
-SWITCH_OFF, SWITCH_ON = ("off", "0", "false", "no"), ("on", "1", "true", "yes", "")  # as FeedbackStore.from_env
-APP_DIR = Path(__file__).resolve().parent.parent.parent  # where app.py is: the default folder goes beside it
 NAME_MAX_LENGTH = MAX_LABEL_LENGTH  # the box stops there; the store cleans and bounds the name again
 
 # The dropdown's two choices besides the model's species (values no class name can take).
@@ -44,23 +45,42 @@ class FeedbackSession:
     label: str | None = None
 
 
-# ---------------------------------------------------------------------------------------------------- settings
+# ---------------------------------------------------------------------------------------------------- rate
 
 
-def feedback_switched_off() -> bool:
-    """``FLOWERDEMO_FEEDBACK=off`` (or 0 / false / no): no row, no endpoint, nothing saved. Read when the page
-    is built (the store itself is opened only after the model), so a bad value stops the app at start."""
-    value = os.environ.get(ENV_SWITCH, "").strip().lower()
-    if value not in SWITCH_OFF + SWITCH_ON:
-        raise ValueError(f"{ENV_SWITCH} must be on or off, got {value!r}")
-    return value in SWITCH_OFF
+class SaveRateLimit:
+    """At most ``per_minute`` saves in any 60 seconds, for one session (the page keeps one per visitor), so one
+    script cannot fill the folder. ``clock`` is injectable for tests."""
+
+    def __init__(self, per_minute: int = DEFAULT_FEEDBACK_PER_MINUTE, clock: Callable[[], float] = time.monotonic):
+        self.per_minute = int(per_minute)
+        if self.per_minute < 1:
+            raise FeedbackError(f"the save limit must be at least 1 a minute; got {per_minute!r}")
+        self.clock = clock
+        self._times: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        """Count one save, or raise FeedbackError (and count nothing) when the session is over its limit."""
+        with self._lock:
+            now = self.clock()
+            while self._times and now - self._times[0] >= 60.0:
+                self._times.popleft()
+            if len(self._times) >= self.per_minute:
+                wait = math.ceil(60.0 - (now - self._times[0]))
+                raise FeedbackError(f"that is {self.per_minute} saves in a minute, the most one visitor can make; "
+                                    f"try again in {wait} s")
+            self._times.append(now)
 
 
-def destination(store=None) -> str:
-    """Where saved answers go, in words for the consent line: the dataset repo, or the folder on this server."""
-    repo = os.environ.get(ENV_REPO, "").strip()
-    folder = getattr(store, "root", None) or os.environ.get(ENV_DIR, "").strip() or APP_DIR / DEFAULT_FOLDER
-    folder = _shown_path(folder)
+# ---------------------------------------------------------------------------------------------------- where
+
+
+def destination(settings: Settings, store=None) -> str:
+    """Where saved answers go, in words for the consent line: the dataset repo, or the folder on this server
+    (``store``'s, else the one the settings name)."""
+    repo = settings.feedback_repo
+    folder = _shown_path(getattr(store, "root", None) or settings.feedback_dir)
     if repo:
         return (f"kept in the folder `{folder}` on this server and uploaded every few minutes to the Hugging Face "
                 f"dataset `{_no_backticks(repo)}`")
@@ -97,7 +117,8 @@ def shown_name(label: str) -> str:
 
 def thanks_html(record) -> str:
     again = " It replaces the answer saved before for this photo." if record.replaced else ""
-    kind = "it is not a flower" if record.label_kind == "not_a_flower" else f"it is “{shown_name(record.label)}”"
+    kind = ("it is not a flower" if as_label_kind(record.label_kind) is LabelKind.NOT_A_FLOWER
+            else f"it is “{shown_name(record.label)}”")
     return (f"<p class='fd-feedback-saved'><strong>Thank you!</strong> Saved: {kind}.{again} "
             "Undo removes it.</p>")
 
@@ -116,9 +137,10 @@ def undone_html(removed: bool) -> str:
 def right_button_text(result) -> str | None:
     """The "Right" button's words for this answer; None when "right" would not name anything (a flower the
     model does not know: the person says which species it is instead)."""
-    if result.verdict == "not_a_flower":
+    verdict = as_verdict(result.verdict)
+    if verdict is Verdict.NOT_A_FLOWER:
         return "Right: it is not a flower"
-    if result.verdict == "unknown_species":
+    if verdict is Verdict.UNKNOWN_SPECIES:
         return None
     return f"Right: it is {result.top1}"
 
@@ -141,37 +163,49 @@ def species_choices(class_names) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------------------- the store
 
 
-def open_store_from_env(classifier):
-    """The store the environment asks for, checking "known" names against this model's classes, with its
-    uploads to the dataset repo started (if one is set). Uploads that cannot start (no token, no Hub) are said
-    once in the log, and answers are still kept in the folder rather than lost."""
-    from ..feedback import FeedbackStore
+def open_store(settings: Settings, class_names=()) -> FeedbackStore:
+    """The store the settings ask for (folder, size limit, dataset repo), checking "known" names against
+    ``class_names``; FeedbackDisabled when saving answers is switched off."""
+    if not settings.feedback:
+        raise FeedbackDisabled(f"Saving answers is switched off on this server ({ENV_FEEDBACK}=off).")
+    return FeedbackStore(settings.feedback_dir, max_mb=settings.feedback_max_mb, class_names=tuple(class_names),
+                         repo_id=settings.feedback_repo, upload_every_minutes=settings.feedback_every_minutes)
 
-    store = FeedbackStore.from_env(class_names=tuple(classifier.class_names), app_dir=APP_DIR)
-    if store is None:
-        raise FeedbackError(f"Saving answers is switched off on this server ({ENV_SWITCH}=off).")
-    try:
-        store.start_uploads()
-    except FeedbackError as error:
-        print(f"flowerdemo: saved answers will not be uploaded: {error}", flush=True)
-    return store
+
+def store_opener(settings: Settings) -> Callable[[Any], FeedbackStore]:
+    """``classifier -> store``: :func:`open_store` for this model's classes, with its uploads to the dataset repo
+    started (if one is set). Uploads that cannot start (no token, no Hub) are said once in the log, and answers
+    are still kept in the folder rather than lost."""
+
+    def opener(classifier) -> FeedbackStore:
+        store = open_store(settings, classifier.class_names)
+        try:
+            store.start_uploads(space_id=settings.space_id)
+        except FeedbackError as error:
+            print(f"flowerdemo: saved answers will not be uploaded: {error}", flush=True)
+        return store
+
+    return opener
 
 
 class LazyStore:
     """Opens the store once, on first use (after the model, whose class names it needs), from whichever thread
     gets there first; a failure is not cached, so the next save tries again and says why again."""
 
-    def __init__(self, model: LazyModel, opener: Callable[[Any], Any] = open_store_from_env):
+    def __init__(self, model: LazyModel, opener: Callable[[Any], Any]):
         self._model = model
         self._opener = opener
         self._lock = threading.Lock()
         self._store = None
 
     @classmethod
-    def of(cls, model: LazyModel, store) -> "LazyStore":
-        """A ready store (tests, embedding apps) or an opener ``classifier -> store``."""
+    def of(cls, model: LazyModel, store, settings: Settings | None = None) -> "LazyStore":
+        """A ready store (tests, embedding apps), an opener ``classifier -> store``, or None: the store
+        ``settings`` ask for (:func:`store_opener`)."""
         if store is None:
-            return cls(model)
+            if settings is None:
+                raise TypeError("LazyStore.of needs a store, an opener, or the Settings to open one from")
+            return cls(model, store_opener(settings))
         if callable(store) and not hasattr(store, "save"):
             return cls(model, store)
         return cls(model, lambda classifier: store)
@@ -194,32 +228,32 @@ class LazyStore:
 # ---------------------------------------------------------------------------------------------------- callbacks
 
 
-def resolve_choice(choice: str | None, other_name: str | None) -> tuple[str, str]:
+def resolve_choice(choice: str | None, other_name: str | None) -> tuple[str, LabelKind]:
     """(label, label_kind) for the "Not right: it is ..." choice."""
     if not choice:
         raise FeedbackError("Pick what it is first: one of the species, another species, or not a flower.")
     if choice == NOT_A_FLOWER:
-        return NOT_A_FLOWER_LABEL, "not_a_flower"
+        return NOT_A_FLOWER_LABEL, LabelKind.NOT_A_FLOWER
     if choice == OTHER:
         if not (other_name or "").strip():
             raise FeedbackError("Type the species' name first, or pick it from the list.")
-        return other_name, "other"
-    return choice, "known"
+        return other_name, LabelKind.OTHER
+    return choice, LabelKind.KNOWN
 
 
 class FeedbackEvents:
     """The row's callbacks (plain methods, unit-tested directly). Saves and undos go to ``store`` (a
-    :class:`LazyStore`); each session may save ``per_minute`` times a minute (None: the store's default,
-    ``FLOWERDEMO_FEEDBACK_PER_MINUTE``), counted on ``clock`` (seconds, monotonic)."""
+    :class:`LazyStore`); each session may save ``per_minute`` times a minute (``Settings.feedback_per_minute``),
+    counted on ``clock`` (seconds, monotonic)."""
 
-    def __init__(self, model: LazyModel, store: LazyStore, per_minute: int | None = None,
+    def __init__(self, model: LazyModel, store: LazyStore, per_minute: int = DEFAULT_FEEDBACK_PER_MINUTE,
                  clock: Callable[[], float] = time.monotonic):
         self.model, self.store, self.clock = model, store, clock
         self.per_minute = SaveRateLimit(per_minute).per_minute  # checked now: a bad setting stops the app at start
 
     # ---- saving
 
-    def save(self, result, session: FeedbackSession | None, label: str, label_kind: str):
+    def save(self, result, session: FeedbackSession | None, label: str, label_kind: LabelKind | str):
         """Save the answer on screen with the person's label: (SavedRecord, the session after it).
 
         Raises ``FeedbackError`` (no answer, over the limit, or what the store refused) or ``gr.Error`` (no model).
@@ -253,13 +287,13 @@ class FeedbackEvents:
     def right(self, result, session):
         """ "Right": the model's own answer, confirmed."""
         if not result:
-            return self._page_save(result, session, "", "known")  # says there is no answer to save
+            return self._page_save(result, session, "", LabelKind.KNOWN)  # says there is no answer to save
         if right_button_text(result) is None:
             return (failed_html("This answer names no species to confirm; pick which it is under “Not right”."),
                     gr.update(), session or FeedbackSession())
-        if result.verdict == "not_a_flower":
-            return self._page_save(result, session, NOT_A_FLOWER_LABEL, "not_a_flower")
-        return self._page_save(result, session, result.top1, "known")
+        if as_verdict(result.verdict) is Verdict.NOT_A_FLOWER:
+            return self._page_save(result, session, NOT_A_FLOWER_LABEL, LabelKind.NOT_A_FLOWER)
+        return self._page_save(result, session, result.top1, LabelKind.KNOWN)
 
     def not_right(self, result, session, choice, other_name):
         """ "Not right: it is ...": the species picked, the name typed, or not a flower."""
@@ -275,12 +309,13 @@ class FeedbackEvents:
         if label_kind not in LABEL_KINDS:
             raise gr.Error(f"label_kind must be one of {', '.join(LABEL_KINDS)}; got {str(label_kind)[:40]!r}",
                            print_exception=False)
+        label_kind = LabelKind(label_kind)
         try:
             record, session = self.save(result, session, label or "", label_kind)
         except FeedbackError as error:
             raise gr.Error(str(error), title="Not saved", print_exception=False) from None
         return {"saved": True, "record_id": record.record_id, "file_name": record.file_name, "label": record.label,
-                "label_kind": record.label_kind, "replaced": record.replaced}, session
+                "label_kind": record.label_kind.value, "replaced": record.replaced}, session
 
     # ---- undo
 

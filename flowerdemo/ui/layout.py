@@ -1,17 +1,21 @@
-"""The Blocks: layout, then wiring, then the queue. ``build_demo()`` builds without loading the model."""
+"""The Blocks: layout, then wiring, then the queue. ``build_demo()`` builds without loading the model.
+
+Both entry points take a :class:`~flowerdemo.serve.settings.Settings` (None: ``Settings.from_env()``, read once,
+so a bad ``FLOWERDEMO_*`` value stops the app at start); nothing below them reads the environment."""
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import gradio as gr
 
+from ..serve.settings import Settings
 from .assets import EXAMPLES_DIR, REFERENCES_DIR, example_files
 from .events import make_auto_classify, make_classify, make_intro, make_model_info, rerender
 from .feedback import (NAME_MAX_LENGTH, FeedbackEvents, FeedbackSession, LazyStore, consent_markdown, destination,
-                       feedback_switched_off, not_right_button_text)
+                       not_right_button_text)
 from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, DISCLAIMER, READY_MESSAGE, TOP_K, example_label,
                          intro_markdown)
-from .runtime import (DEFAULT_QUEUE_SIZE, ENV_QUEUE_SIZE, as_lazy, concurrency_limit, env_int, max_file_size)
+from .runtime import as_lazy
 
 CACHE_LIFETIME = (1800, 3600)  # Gradio's delete_cache: (sweep every N s, delete files older than M s)
 FEEDBACK_CONCURRENCY = 4  # saves at once: each is a JPEG encode and a short locked commit, not inference
@@ -39,28 +43,34 @@ def theme():
     return gr.themes.Soft(primary_hue="emerald", secondary_hue="pink", neutral_hue="slate")
 
 
-def launch_kwargs(**overrides) -> dict:
-    """Keyword arguments for ``demo.launch()`` (Gradio 6 takes theme and css here, not in ``gr.Blocks``).
+def launch_kwargs(settings: Settings | None = None, **overrides) -> dict:
+    """Keyword arguments for ``demo.launch()`` (Gradio 6 takes theme and css here, not in ``gr.Blocks``), with the
+    upload limit of ``settings`` (None: ``Settings.from_env()``).
 
     Server name and port are left to Gradio, which reads ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``.
     """
-    kwargs = {"theme": theme(), "css": CSS, "max_file_size": max_file_size(), "show_error": False}
+    settings = settings if settings is not None else Settings.from_env()
+    kwargs = {"theme": theme(), "css": CSS, "max_file_size": settings.max_file_size, "show_error": False}
     kwargs.update(overrides)
     return kwargs
 
 
 def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CAM_CLASSES,
-               feedback_store=None) -> gr.Blocks:
+               feedback_store=None, *, settings: Settings | None = None) -> gr.Blocks:
     """Build the app. ``classifier_loader``: a callable returning a ``FlowerClassifier`` (called lazily, once),
-    a loaded classifier, or None for ``FlowerClassifier.load()`` (bundled weights or ``FLOWERDEMO_MODEL``).
+    a loaded classifier, or None for the model ``settings`` name (``FLOWERDEMO_MODEL``, else the bundled weights).
 
-    ``feedback_store``: where "Is this right?" answers go: None for the environment's store (opened after the
-    model; ``FLOWERDEMO_FEEDBACK=off`` leaves the row out), a ``FeedbackStore``, an opener
-    ``classifier -> store``, or False for no row."""
-    model = as_lazy(classifier_loader)
+    ``feedback_store``: where "Is this right?" answers go: None for the store ``settings`` ask for (opened after
+    the model; ``FLOWERDEMO_FEEDBACK=off`` leaves the row out), a ``FeedbackStore``, an opener
+    ``classifier -> store``, or False for no row.
+
+    ``settings``: queue, model, feedback folder and limits; None: ``Settings.from_env()``."""
+    settings = settings if settings is not None else Settings.from_env()
+    model = as_lazy(classifier_loader, settings)
     classify = make_classify(model, top_k, cam_classes)
-    with_feedback = feedback_store is not False and not (feedback_store is None and feedback_switched_off())
-    feedback = FeedbackEvents(model, LazyStore.of(model, feedback_store)) if with_feedback else None
+    with_feedback = feedback_store is not False and not (feedback_store is None and not settings.feedback)
+    feedback = (FeedbackEvents(model, LazyStore.of(model, feedback_store, settings),
+                               per_minute=settings.feedback_per_minute) if with_feedback else None)
 
     # The reference thumbnails and examples never change: served from where they are, instead of Gradio hashing
     # and copying five thumbnails into its cache on every answer.
@@ -83,7 +93,8 @@ def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CA
                 # No big heading: the verdict above already names the top class (or says it is not a flower).
                 label = gr.Label(num_top_classes=top_k, label="Top classes", show_heading=False, elem_id="fd-label")
                 if feedback is not None:
-                    row = feedback_row(destination(feedback_store if hasattr(feedback_store, "save") else None))
+                    row = feedback_row(destination(settings,
+                                                   feedback_store if hasattr(feedback_store, "save") else None))
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 # HTML, not galleries: the pictures travel inside the answer (heatmaps) or come from a static path
@@ -128,7 +139,7 @@ def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CA
         if feedback is not None:
             demo.load(feedback.choices, outputs=[row.choice], api_visibility="private", show_progress="hidden")
 
-    demo.queue(default_concurrency_limit=concurrency_limit(), max_size=env_int(ENV_QUEUE_SIZE, DEFAULT_QUEUE_SIZE))
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.flowerdemo_model = model  # for tests and callers: demo.flowerdemo_model.loaded
     demo.flowerdemo_feedback = feedback.store if feedback is not None else None
     return demo
