@@ -18,6 +18,18 @@ import sys
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+from tqdm import tqdm
+
+from .core.artifact import ModelLoadError
+from .core.names import displayed
+from .core.preprocess import InvalidImageError, list_images, load_image
+from .core.ranks import Rank
+from .core.verdict import Verdict
+from .feedback import summary
+from .serve.hub import is_sha256_digest
+from .serve.predict import FlowerClassifier
+from .serve.settings import ENV_FEEDBACK_DIR, Settings, SettingsError
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "flowerdemo"
 # Subcommands that are whole modules with their own parser and cli(): name -> (module, one-line help).
@@ -54,8 +66,6 @@ def positive_int(text: str) -> int:
 
 
 def sha256_digest(text: str) -> str:
-    from .serve.hub import is_sha256_digest
-
     digest = text.strip().lower()
     if not is_sha256_digest(digest):
         raise argparse.ArgumentTypeError(f"expected 64 hex digits, got {text!r}")
@@ -103,8 +113,6 @@ def add_feedback_command(commands) -> None:
 
 def settings_from_env():
     """``Settings.from_env()``, a bad value a usage error (exit status 2, the variable named)."""
-    from .serve.settings import Settings, SettingsError  # light, but only the commands that need it read it
-
     try:
         return Settings.from_env()
     except SettingsError as error:
@@ -112,9 +120,6 @@ def settings_from_env():
 
 
 def run_feedback_summary(args: argparse.Namespace) -> int:
-    from .feedback import summary  # here: of all the commands, only this one needs the feedback package
-    from .serve.settings import ENV_FEEDBACK_DIR  # beside it: a light module, read when this command runs
-
     folder = args.dir or settings_from_env().feedback_dir
     if not os.path.isdir(folder):
         raise UsageError(f"no feedback folder at {folder}: give --dir, or set {ENV_FEEDBACK_DIR}")
@@ -157,8 +162,6 @@ def run_predict(args: argparse.Namespace) -> int:
 def collect_files(paths: Sequence[str]) -> list[str]:
     """Files as given, folders expanded to their images (recursive, sorted). Missing paths are kept: they
     become per-file errors, like any other unreadable input."""
-    from .core.preprocess import list_images
-
     files = []
     for path in paths:
         if os.path.isdir(path):
@@ -174,9 +177,6 @@ def collect_files(paths: Sequence[str]) -> list[str]:
 
 
 def load_classifier(model: str | None, revision: str | None, sha256: str | None):
-    from .core.artifact import ModelLoadError
-    from .serve.predict import FlowerClassifier
-
     try:
         return FlowerClassifier.load(model, revision=revision, sha256=sha256)
     except (ModelLoadError, OSError) as error:
@@ -190,8 +190,6 @@ def classify(classifier, files: Sequence[str], batch_size: int, top_k: int) -> I
 
 
 def classify_batch(classifier, files: Sequence[str], top_k: int) -> list[Result]:
-    from .core.names import displayed
-
     loaded = [read_image(path) for path in files]
     good = [image for image in loaded if not isinstance(image, Result)]
     # Display names in every output format (table, JSON, CSV): what a person reads, e.g. no dataset "?".
@@ -202,8 +200,6 @@ def classify_batch(classifier, files: Sequence[str], top_k: int) -> list[Result]
 
 def read_image(path: str):
     """The image, or a failed :class:`Result` saying why it cannot be read."""
-    from .core.preprocess import InvalidImageError, load_image
-
     try:
         return load_image(path)
     except InvalidImageError as error:
@@ -214,8 +210,6 @@ def read_image(path: str):
 
 def report(results: Iterator[Result], total: int, writer) -> int:
     """Write each result, with a tqdm bar on stderr (when it is a terminal); the number of failed files."""
-    from tqdm import tqdm
-
     failed = 0
     with tqdm(total=total, unit="img", file=sys.stderr, disable=None, leave=False) as bar:
         for result in results:
@@ -242,7 +236,9 @@ def result_dict(result: Result) -> dict:
     return {"file": result.file, **result.prediction.to_dict()}
 
 
-CSV_COLUMNS = ("file", "label", "prob", "verdict", "is_flower", "looks_like", "prediction_set", "ood_score", "error")
+CSV_COLUMNS = ("file", "label", "prob", "verdict", "is_flower", "looks_like", "prediction_set", "ood_score",
+               "scientific_name", "genus", "family", "answer_rank", "answer_name", "answer_scientific_name",
+               "answer_probability", "error")
 
 
 def csv_writer(stream):
@@ -257,11 +253,19 @@ def csv_writer(stream):
             top = data["top_k"][0]
             flower = {True: "true", False: "false", None: ""}[data["is_flower"]]
             score = "" if data["ood_score"] is None else data["ood_score"]
+            answer = data["answer"] or {}
             writer.writerow([result.file, top["label"], top["prob"], data["verdict"] or "", flower,
-                             data["looks_like"] or "", "|".join(data["prediction_set"]), score, ""])
+                             data["looks_like"] or "", "|".join(data["prediction_set"]), score,
+                             top.get("scientific_name", ""), top.get("genus", ""), top.get("family", ""),
+                             _blank(answer.get("rank")), _blank(answer.get("name")),
+                             _blank(answer.get("scientific_name")), _blank(answer.get("probability")), ""])
         stream.flush()
 
     return write
+
+
+def _blank(value) -> str:
+    return "" if value is None else value
 
 
 def table_writer(stream, files: Sequence[str]):
@@ -281,14 +285,16 @@ def table_writer(stream, files: Sequence[str]):
 
 def verdict_cell(prediction) -> str:
     """species / "one of N" / unknown species / "NOT A FLOWER (beagle)", in at most 24 characters."""
-    from .core.verdict import Verdict
-
     if prediction.verdict is Verdict.NOT_A_FLOWER:
         return f"NOT A FLOWER ({prediction.looks_like})"[:24] if prediction.looks_like else "NOT A FLOWER"
     if prediction.verdict is Verdict.UNKNOWN_SPECIES:
         return "unknown species"
     if prediction.verdict is Verdict.TOO_SMALL:
         return "too small/blurry to tell"
+    answer = prediction.answer
+    if prediction.taxa and answer is not None and answer.rank is not Rank.SPECIES:
+        # a model with a rank rule: the rank it is sure of ("genus: pinks"), or not sure at all
+        return f"{answer.rank}: {answer.name}"[:24] if answer.rank else f"not sure (one of {len(prediction.prediction_set)})"
     if len(prediction.prediction_set) > 1:
         return f"one of {len(prediction.prediction_set)}"
     return Verdict.SPECIES.value if prediction.verdict else "?"

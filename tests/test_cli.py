@@ -107,8 +107,11 @@ def test_csv_header_and_rows(capsys, tiny_model_dir, mixed_dir):
     code, out, _ = run(capsys, "predict", "--csv", "--model", tiny_model_dir, mixed_dir)
     assert code == 1
     rows = list(csv.reader(io.StringIO(out)))
+    # the columns clients read keep their places; the taxonomy and the ranked answer come after them
     assert tuple(rows[0]) == CSV_COLUMNS == ("file", "label", "prob", "verdict", "is_flower", "looks_like",
-                                             "prediction_set", "ood_score", "error")
+                                             "prediction_set", "ood_score", "scientific_name", "genus", "family",
+                                             "answer_rank", "answer_name", "answer_scientific_name",
+                                             "answer_probability", "error")
     body = [dict(zip(rows[0], row)) for row in rows[1:]]
     assert len(body) == len(GOOD) + len(BAD)
     for row in body:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from flowerdemo.core.decision import calibrated_probabilities
 from flowerdemo.training import metrics
 from flowerdemo.training.fitting.temperature import fit_temperature
 from flowerdemo.serve.gradcam import colorize, contrast_maps, gradcam_maps, overlay
@@ -43,7 +44,7 @@ def test_roc_auc_matches_pairwise_definition():
 def test_temperature_scaling_recovers_overconfidence_and_improves_nll():
     rng = np.random.default_rng(0)
     true_logits = rng.normal(0, 2, size=(3000, 10))
-    probabilities = metrics.softmax(true_logits)
+    probabilities = calibrated_probabilities(true_logits, 1.0)
     labels = np.array([rng.choice(10, p=row) for row in probabilities])
     overconfident = true_logits * 3.0
     temperature = fit_temperature(overconfident, labels)

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from flowerdemo import ui
-from flowerdemo.serve.predict import NOT_A_FLOWER_MESSAGE, Explanation, FlowerClassifier, Prediction
+from flowerdemo.serve.predict import Explanation, FlowerClassifier, Prediction
+from flowerdemo.ui.presenters import NOT_A_FLOWER_MESSAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "sunflower.jpg"

@@ -23,7 +23,6 @@ from ..core.ranks import Answer
 from ..core.verdict import Verdict, pooled_embedding, sharpness
 from ..core.preprocess import ImageSource, eval_transform, load_image, view_transform
 
-NOT_A_FLOWER_MESSAGE = "If it is a flower, try a closer photo of the bloom."
 
 
 @dataclass(frozen=True)

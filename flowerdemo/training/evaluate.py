@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.artifact import ModelLoadError
+from ..core.decision import Decisions, calibrated_probabilities, decide
 from ..core.verdict import Verdict
 from ..serve.predict import FlowerClassifier
 from .data import DataSource, DatasetLayoutError, add_data_arguments, load_split, nonflower_photos
@@ -31,11 +32,11 @@ from .evaluate_report import format_report, write_report_files
 from .field import (ANSWERED_KINDS, FIELD_PARTS, LABELS_FILE, FieldSample, FieldSplit, field_part, is_feedback_store,
                     read_feedback_samples, read_field_labels)
 from .field_report import FieldReport, PhotoAnswer, field_report, format_field_report, verdict_shares
-from .fitting.conformal import coverage_and_size
+from .answer_report import answer_figures
 from .fitting.gate import fpr_at_tpr
 from .metrics import (confusion_matrix, expected_calibration_error, macro_f1, most_confused_pairs,
                       negative_log_likelihood, per_class_accuracy, per_class_f1, reliability_bins, roc_auc,
-                      softmax, topk_accuracy)
+                      topk_accuracy)
 from .steps import run_step
 
 
@@ -59,13 +60,10 @@ def load_classifier(model):
     return model if isinstance(model, FlowerClassifier) else FlowerClassifier.load(model)
 
 
-def gate_scores(classifier, outputs: Outputs, bank=None):
-    """The verdict rule's scores of ``outputs`` (the k-NN bank is the model's own unless given), as the app
-    computes them: with the calibrated probabilities and the inputs' sharpness."""
-    meta = classifier.metadata
-    return meta.gate.scores(outputs.imagenet_logits, outputs.embeddings,
-                            classifier.ood_bank if bank is None else bank,
-                            softmax(outputs.logits, meta.temperature), outputs.sharpness)
+def decided(classifier, outputs: Outputs) -> Decisions:
+    """Everything the model says about ``outputs``, decided as the app decides it (core.decision)."""
+    return decide(classifier.metadata, outputs.logits, outputs.embeddings, outputs.imagenet_logits,
+                  outputs.sharpness, classifier.ood_bank)
 
 
 def evaluate_split(model, data: DataSource, split: str, nonflower_paths=None, workers: int = 2,
@@ -79,20 +77,22 @@ def evaluate_split(model, data: DataSource, split: str, nonflower_paths=None, wo
     report["model"], report["split"] = classifier.source, split
     if isinstance(meta.metrics.get("cost"), dict):
         report["cost"] = meta.metrics["cost"]  # measured by the exporter; benchmarks/bench_model.py re-measures
+    said = decided(classifier, flowers)
     if meta.prediction_sets is not None:
-        report["prediction_sets"] = coverage_and_size(meta.prediction_sets, softmax(flowers.logits, meta.temperature),
-                                                      flowers.labels)
+        report["prediction_sets"] = set_figures(said.sets, flowers.labels, meta.prediction_sets.level)
+    accepted = [(int(label),) for label in flowers.labels]
+    report["answers"] = answer_figures(accepted, said.answers, said.sets, said.groups, group_names(meta))
     if meta.gate is not None:
         gate, bank = meta.gate, classifier.ood_bank
-        flower_scores = gate_scores(classifier, flowers)
-        flower_verdicts = gate.verdicts(flower_scores)
+        flower_scores, flower_verdicts = said.scores, said.verdicts
         report["verdicts"] = {"flowers": verdict_shares(flower_verdicts)}
         report[Verdict.UNKNOWN_SPECIES.value] = leave_classes_out(gate, flowers, bank, classifier.ood_bank_labels, flower_verdicts,
                                                       temperature=meta.temperature)
         if nonflower_paths:
             others = scripted_outputs(classifier.module, meta.preprocess, nonflower_paths, workers, "non-flowers")
-            other_scores = gate_scores(classifier, others)
-            report["verdicts"]["nonflowers"] = verdict_shares(gate.verdicts(other_scores))
+            other_said = decided(classifier, others)
+            other_scores = other_said.scores
+            report["verdicts"]["nonflowers"] = verdict_shares(other_said.verdicts)
             report["ood"] = rule_parts_report(gate, flower_scores, other_scores)
             accepted = ~gate.rejected(other_scores)
             report["ood"]["nonflowers_accepted_files"] = [Path(str(p)).name for p, keep in zip(nonflower_paths, accepted)
@@ -133,13 +133,11 @@ def check_accept_names(samples: list[FieldSample], class_names) -> None:
 
 def photo_answers(classifier, outputs: Outputs, depth: int = 5) -> list[PhotoAnswer]:
     """Each photo's ranked classes, prediction set and verdict, from the same outputs and rule the app uses."""
-    meta = classifier.metadata
-    probabilities = softmax(outputs.logits, meta.temperature)
-    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :depth]
-    sets = meta.prediction_sets.sets(probabilities) if meta.prediction_sets is not None else [None] * len(ranked)
-    verdicts = meta.gate.verdicts(gate_scores(classifier, outputs)) if meta.gate is not None else [None] * len(ranked)
-    return [PhotoAnswer(tuple(int(i) for i in row), None if in_set is None else tuple(int(i) for i in in_set), verdict)
-            for row, in_set, verdict in zip(ranked, sets, verdicts)]
+    said = decided(classifier, outputs)
+    ranked = np.argsort(-said.probabilities, axis=1, kind="stable")[:, :depth]
+    return [PhotoAnswer(tuple(int(i) for i in row), None if in_set is None else tuple(int(i) for i in in_set), verdict,
+                        answer, int(group))
+            for row, in_set, verdict, answer, group in zip(ranked, said.sets, said.verdicts, said.answers, said.groups)]
 
 
 def evaluate_field(model, folder: str, labels_file: str | None = None, part: str = "test",
@@ -167,7 +165,19 @@ def evaluate_field(model, folder: str, labels_file: str | None = None, part: str
     level = meta.prediction_sets.level if meta.prediction_sets is not None else None
     return field_report(samples, photo_answers(classifier, outputs), meta.class_names, labels=labels, part=part,
                         split_train=split.train, split_calibration=split.calibration, split_from=split_from,
-                        set_level=level)
+                        set_level=level, group_names=group_names(meta))
+
+
+def group_names(metadata) -> tuple:
+    return metadata.photo_groups.names if metadata.photo_groups is not None else ()
+
+
+def set_figures(sets, labels, level: float) -> dict:
+    """Coverage and size of the sets the model gave (each photo with its own group's threshold)."""
+    sizes = np.array([len(s) for s in sets])
+    covered = np.array([int(label) in set(int(c) for c in s) for s, label in zip(sets, labels)])
+    return {"level": level, "coverage": float(covered.mean()), "mean_size": float(sizes.mean()),
+            "singletons": float((sizes == 1).mean()), "max_size": int(sizes.max()), "images": int(len(sizes))}
 
 
 def rule_parts_report(gate, flowers, others) -> dict:
@@ -211,7 +221,7 @@ def leave_classes_out(gate, flowers: Outputs, bank, bank_labels, known_verdicts,
         if not photos.any() or not kept.any():
             continue
         verdicts += gate.verdicts(gate.scores(flowers.imagenet_logits[photos], flowers.embeddings[photos], bank[kept],
-                                              softmax(flowers.logits[photos], temperature), flowers.sharpness[photos]))
+                                              calibrated_probabilities(flowers.logits[photos], temperature), flowers.sharpness[photos]))
     return {"folds": folds, "left_out": verdict_shares(verdicts),
             "known_called_unknown": list(known_verdicts).count(Verdict.UNKNOWN_SPECIES) / len(known_verdicts)}
 
@@ -220,7 +230,7 @@ def classification_report(logits: np.ndarray, labels: np.ndarray, class_names, t
     num_classes = len(class_names)
     matrix = confusion_matrix(logits.argmax(1), labels, num_classes)
     accuracy, f1 = per_class_accuracy(matrix), per_class_f1(matrix)
-    raw, calibrated = softmax(logits), softmax(logits, temperature)
+    raw, calibrated = calibrated_probabilities(logits, 1.0), calibrated_probabilities(logits, temperature)
     counts, confidence, bin_accuracy = reliability_bins(calibrated, labels)
     raw_counts, raw_confidence, raw_accuracy = reliability_bins(raw, labels)
     return {

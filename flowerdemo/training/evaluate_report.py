@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.verdict import Verdict
+from .answer_report import format_answers
 
 
 def format_report(report: dict) -> str:
@@ -17,6 +18,7 @@ def format_report(report: dict) -> str:
              f"  macro-F1  {summary['macro_f1']:.4f}",
              f"  ECE (15 bins) {calibration['ece_before']:.2%} raw -> {calibration['ece_after']:.2%} at T={calibration['temperature']:.3f}"]
     lines += verdict_lines(report)
+    lines.append("  " + format_answers(report.get("answers")))
     worst = sorted((row for row in report["per_class"] if row["accuracy"] is not None), key=lambda r: r["accuracy"])[:5]
     lines.append("  weakest classes: " + ", ".join(f"{r['class']} {r['accuracy']:.0%}" for r in worst))
     lines.append("  most confused (true -> predicted, count):")

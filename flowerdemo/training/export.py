@@ -28,6 +28,7 @@ from .. import __version__
 from ..core.artifact import MODEL_FILE, ModelLoadError, ModelMetadata, load_artifact
 from ..core.conformal import ConformalSets
 from ..core.preprocess import PreprocessConfig
+from ..core.taxonomy import Taxonomy, TaxonomyError
 from ..core.verdict import FlowerGate, Verdict, normalize
 from .checkpoints import CheckpointError
 from .cost import measure_cost
@@ -42,6 +43,7 @@ from .field import (LABELS_FILE, NOT_A_FLOWER, capped_per_class, extra_training_
 from .field_report import format_field_report
 from .fitting.calibrate import fit_on_pool
 from .fitting.pool import CalibrationPool
+from .fitting.ranks import RuleTargets, fit_conditional_rules
 from .fitting.verdict_rule import GateTargets
 from .model_card import write_model_card
 from .models import (ArchitectureError, PretrainedWeightsError, create_imagenet_model, frozen_stem_and_stages,
@@ -93,6 +95,10 @@ def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.
                         help="RAPS penalty per rank beyond --set-k-reg (0: APS); default: chosen on val (the smallest "
                              "sets whose worst coverage over random val halves stays a point above the level)")
     parser.add_argument("--set-k-reg", type=int, default=1)
+    parser.add_argument("--rank-accuracy", type=float, nargs=3, default=RuleTargets.accuracy,
+                        metavar=("SPECIES", "GENUS", "FAMILY"),
+                        help="answers at each rank are right this often on the calibration photos (default: "
+                             "%(default)s); fitted per photo group")
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=None,
                         help="the network averages each photo with its mirror image (about twice the compute); "
                              "default: on, or as the --from-model model did")
@@ -134,10 +140,17 @@ def main(args) -> dict:
                           unknown_species_accept=args.unknown_species_accept)
     temperature, sets, gate, fit_reports = fit_on_pool(pool, fit_out, bank, plant_like, targets, args.set_level,
                                                        args.set_penalty, args.set_k_reg)
+    taxonomy = bundled_taxonomy(class_names)
+    groups, ranks = None, None
+    if taxonomy is not None:
+        targets = RuleTargets(accuracy=tuple(args.rank_accuracy))
+        groups, ranks, sets, gate, fit_reports["conditional_rules_fit"] = fit_conditional_rules(
+            pool, bank, temperature, gate, sets, taxonomy, targets)
     print_fit_summary(temperature, sets, fit_reports)
 
     scripted = script_model(source.backbone, imagenet, bank, torch.from_numpy(train_out.labels), mirror_average)
-    metadata = assemble_metadata(source, class_names, temperature, gate, imagenet_names, sets, mirror_average, {
+    metadata = assemble_metadata(source, class_names, temperature, gate, imagenet_names, sets, mirror_average,
+                                 (taxonomy, groups, ranks), {
         "val": {"top1": float((val_out.logits.argmax(1) == val_out.labels).mean()), "epoch": source.epoch,
                 "images": len(val_out)},
         **fit_reports, "batchnorm": batchnorm,
@@ -219,15 +232,14 @@ def calibration_pool(module, preprocess: PreprocessConfig, val_out: Outputs, fol
 
 
 def field_calibration_rows(folders, recipe: Recipe) -> list:
-    """The photos from elsewhere to calibrate on: the calibration share of every kind of flower, and also the
-    unknown species of the training share (the trainer never learns from those). Never the test share."""
+    """The photos from elsewhere to calibrate on: the calibration share of every kind of flower (unknown species
+    split by species: FieldSplit.part_of). Never the test share."""
     rows = []
     split = recipe.field_split
     for folder in folders:
         folder = Path(folder)
         every = read_field_labels(folder) if (folder / LABELS_FILE).is_file() else read_feedback_samples(folder)
-        rows += [row for row in every if row.kind != NOT_A_FLOWER and
-                 (split.part(row.path) == "calibration" or (row.kind == "unknown" and split.part(row.path) == "train"))]
+        rows += [row for row in every if row.kind != NOT_A_FLOWER and split.part_of(row) == "calibration"]
     return rows
 
 
@@ -239,13 +251,25 @@ def print_fit_summary(temperature: float, sets: ConformalSets, fit_reports: dict
 
 
 def assemble_metadata(source: Source, class_names, temperature: float, gate: FlowerGate, imagenet_names,
-                      sets: ConformalSets, mirror_average: bool, metrics: dict) -> ModelMetadata:
+                      sets: ConformalSets, mirror_average: bool, rank_parts: tuple, metrics: dict) -> ModelMetadata:
+    taxonomy, groups, ranks = rank_parts
     return ModelMetadata(
+        taxonomy=taxonomy, photo_groups=groups, ranks=ranks,
         class_names=tuple(class_names), preprocess=source.preprocess, arch=source.recipe.arch,
         temperature=temperature, gate=gate, imagenet_class_names=tuple(imagenet_names), prediction_sets=sets,
         training_args=source.recipe.to_dict(), flowerdemo_version=__version__, metrics=metrics,
         test_time_augmentation="hflip_mean" if mirror_average else "none",
     )
+
+
+def bundled_taxonomy(class_names) -> Taxonomy | None:
+    """The curated table (flowerdemo/assets/taxonomy.csv) when it lists every class, else None: a model of other
+    classes answers at species rank only."""
+    try:
+        return Taxonomy.from_csv(class_names=class_names)
+    except TaxonomyError as error:
+        print(f"no taxonomy for these classes ({error}): the model will answer at species rank only")
+        return None
 
 
 def verify_saved(path: Path, metadata: ModelMetadata) -> None:
@@ -263,10 +287,13 @@ def report_on_held_out_photos(args, scripted, metadata: ModelMetadata, model_pat
                             args.workers, args.limit_per_class)
     metadata = replace(metadata, metrics=dict(metadata.metrics, **metrics_from_report(report)))
     field_folders = [folder for folder in args.extra_data if (Path(folder) / LABELS_FILE).is_file()]
-    if field_folders:  # the photos from elsewhere never trained or calibrated on: their test share
-        field = evaluate_field(str(model_path), field_folders[0], part="test", workers=args.workers)
+    for number, folder in enumerate(field_folders):  # photos from elsewhere never trained or calibrated on
+        field = evaluate_field(str(model_path), folder, part="test", workers=args.workers)
         print(format_field_report(field))
-        metadata.metrics["field"] = field.to_dict()
+        # "field": the first folder (what older model cards read); "field_reports": every folder, by name
+        if number == 0:
+            metadata.metrics["field"] = field.to_dict()
+        metadata.metrics.setdefault("field_reports", {})[Path(folder).resolve().name] = field.to_dict()
     metadata.metrics["cost"]["model_megabytes"] = round(model_path.stat().st_size / 1e6, 1)
     save_model(scripted, metadata, model_path)
     write_report_files(report, model_path.parent, metadata.class_names)

@@ -30,7 +30,8 @@ from .data import DatasetLayoutError, DatasetNotFoundError, Sample
 # A photo kind, not a verdict: a photo that is not of a flower, spelled as the verdict it should get (and as the
 # feedback store's label kind for it).
 NOT_A_FLOWER = Verdict.NOT_A_FLOWER.value
-FIELD_KINDS = ("known", "loose", "unknown", NOT_A_FLOWER)
+UNKNOWN = "unknown"  # the kind of a photo of a species the model does not know
+FIELD_KINDS = ("known", "loose", UNKNOWN, NOT_A_FLOWER)
 ANSWERED_KINDS = ("known", "loose")  # kinds whose photos have right answers (their accept names)
 FIELD_PARTS = ("train", "calibration", "test")
 LABELS_FILE = "labels.csv"
@@ -59,6 +60,17 @@ class FieldSplit:
         if position < self.train:
             return "train"
         return "calibration" if position < self.train + self.calibration else "test"
+
+    def part_of(self, sample: "FieldSample") -> str:
+        """The part of one photo. Photos of species the model does not know are split *by species* (the test
+        species are never fitted on, so "a flower I don't know" is measured on species it has never met) and
+        have no training share: the trainer never learns from them."""
+        if sample.kind == UNKNOWN:
+            return "calibration" if photo_position(sample.class_name) < UNKNOWN_CALIBRATION else "test"
+        return self.part(sample.path)
+
+
+UNKNOWN_CALIBRATION = 0.5  # share of unknown species (whole species) fitted on; the rest are only reported on
 
 
 def photo_position(filename: str) -> float:
@@ -139,7 +151,7 @@ def read_feedback_samples(root: str | Path) -> list[FieldSample]:
 def field_part(samples: list[FieldSample], split: FieldSplit, part: str) -> list[FieldSample]:
     if part not in FIELD_PARTS + ("all",):
         raise ValueError(f"part must be one of {', '.join(FIELD_PARTS + ('all',))}; got {part!r}")
-    return [s for s in samples if part == "all" or split.part(s.path) == part]
+    return [s for s in samples if part == "all" or split.part_of(s) == part]
 
 
 def capped_per_class(samples, cap: int) -> list:

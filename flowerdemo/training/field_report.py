@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..core.ranks import Answer
 from ..core.verdict import Verdict
+from .answer_report import answer_figures, format_answers, named_as_species
 from .field import ANSWERED_KINDS, FIELD_KINDS, NOT_A_FLOWER, FieldSample
 
 OVERALL = "all"  # the name of the group that holds every source
@@ -31,6 +33,8 @@ class PhotoAnswer:
     ranked: tuple  # the most likely classes, most likely first (at least five where the model has five)
     prediction_set: tuple | None = None  # the conformal set's classes; None when the model ships no set rule
     verdict: Verdict | None = None  # None when the model ships no verdict rule
+    answer: Answer | None = None  # the deepest sure-enough taxon (core.ranks)
+    group: int = 0  # the photo group the model's rules were applied for
 
 
 def verdict_shares(verdicts: Sequence[str]) -> dict:
@@ -72,12 +76,15 @@ class GroupFigures:
     unknown_species: dict | None  # verdict mix on photos of species the model does not know
     not_a_flower: dict | None  # verdict mix on photos that are not of flowers
     species: tuple = ()  # SpeciesFigures, by kind then name
+    answers: dict | None = None  # answer_report.answer_figures of the answered photos
+    unknown_named: float | None = None  # share of unknown-species photos named as a species
 
     def to_dict(self) -> dict:
         return {"images": self.images, "answered": self.answered, "top1": self.top1, "top5": self.top5,
                 "coverage": self.coverage, "mean_set_size": self.mean_set_size, "verdicts": self.verdicts,
                 Verdict.UNKNOWN_SPECIES.value: self.unknown_species, Verdict.NOT_A_FLOWER.value: self.not_a_flower,
-                SPECIES_ROWS: [row.to_dict() for row in self.species]}
+                SPECIES_ROWS: [row.to_dict() for row in self.species], "answers": self.answers,
+                "unknown_named_as_species": self.unknown_named}
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,7 @@ def _species_rows(rows, class_index: dict) -> tuple:
 
 
 
-def group_figures(name: str, rows: list, class_index: dict) -> GroupFigures:
+def group_figures(name: str, rows: list, class_index: dict, group_names: Sequence[str] = ()) -> GroupFigures:
     """The figures of (FieldSample, PhotoAnswer) ``rows``; ``class_index`` maps the model's names to indices."""
     answered = [(s.labels(class_index), a) for s, a in rows if s.kind in ANSWERED_KINDS]
     covered = _covered(answered)
@@ -153,12 +160,15 @@ def group_figures(name: str, rows: list, class_index: dict) -> GroupFigures:
         verdicts=_verdict_mix([a for _, a in answered]),
         unknown_species=_verdict_mix([a for s, a in rows if s.kind == "unknown"]),
         not_a_flower=_verdict_mix([a for s, a in rows if s.kind == NOT_A_FLOWER]),
-        species=_species_rows(rows, class_index))
+        species=_species_rows(rows, class_index),
+        answers=answer_figures([accepted for accepted, _ in answered], [a.answer for _, a in answered],
+                               [a.prediction_set for _, a in answered], [a.group for _, a in answered], group_names),
+        unknown_named=named_as_species([a.answer for s, a in rows if s.kind == "unknown"]))
 
 
 def field_report(samples: Sequence[FieldSample], answers: Sequence[PhotoAnswer], class_names: Sequence[str], *,
                  labels: str, part: str, split_train: float, split_calibration: float, split_from: str,
-                 set_level: float | None = None) -> FieldReport:
+                 set_level: float | None = None, group_names: Sequence[str] = ()) -> FieldReport:
     """Per source and overall figures of ``answers`` (one per sample, in the same order)."""
     if len(samples) != len(answers):
         raise ValueError(f"one answer per photo: {len(samples)} photos, {len(answers)} answers")
@@ -166,11 +176,11 @@ def field_report(samples: Sequence[FieldSample], answers: Sequence[PhotoAnswer],
         raise ValueError("a field report needs at least one photo")
     class_index = {name: index for index, name in enumerate(class_names)}
     rows = list(zip(samples, answers))
-    sources = tuple(group_figures(source, [row for row in rows if row[0].source == source], class_index)
+    sources = tuple(group_figures(source, [row for row in rows if row[0].source == source], class_index, group_names)
                     for source in sorted({sample.source for sample in samples}))
     return FieldReport(labels=labels, part=part, split_train=split_train, split_calibration=split_calibration,
                        split_from=split_from, set_level=set_level, sources=sources,
-                       overall=group_figures(OVERALL, rows, class_index))
+                       overall=group_figures(OVERALL, rows, class_index, group_names))
 
 
 # ------------------------------------------------------------------------------------------------ printing
@@ -199,9 +209,11 @@ def format_field_report(report: FieldReport) -> str:
             lines.append(f"    top-1 {_percent(group.top1)}  top-5 {_percent(group.top5)}  sets{level} cover "
                          f"{_percent(group.coverage)}, mean size {size}")
             lines.append(f"    verdicts on known species: {_mix_text(group.verdicts)}")
+            lines.append(f"    {format_answers(group.answers)}")
         if group.unknown_species:
             lines.append(f"    {group.unknown_species['images']} photos of unknown species: "
-                         f"{_mix_text(group.unknown_species)}")
+                         f"{_mix_text(group.unknown_species)}"
+                         + (f"; named as a species {group.unknown_named:.1%}" if group.unknown_named is not None else ""))
         if group.not_a_flower:
             lines.append(f"    {group.not_a_flower['images']} non-flowers: {_mix_text(group.not_a_flower)}")
         if group.name != OVERALL:  # per species once per source; the overall block would repeat them

@@ -12,7 +12,6 @@ from ..core.names import display_name
 from ..core.ranks import Rank
 from ..core.verdict import Verdict
 from ..serve.hub import BUNDLED_MODEL_DIR, sha256_of
-from ..serve.predict import NOT_A_FLOWER_MESSAGE
 from .assets import NOT_A_FLOWER_EXAMPLE
 from .runtime import model_sha256
 
@@ -21,6 +20,7 @@ CAM_CLASSES = 3
 DEFAULT_OPACITY = 0.5
 NEAREST_SHOWN = 3
 TOO_SMALL_SHOWN = 5  # a photo too small to judge: at most this many best guesses in the verdict  # an unknown species: how many of the nearest known ones the verdict names
+NOT_A_FLOWER_MESSAGE = "If it is a flower, try a closer photo of the bloom."
 UNREADABLE_TITLE = "Cannot read this image"
 NO_IMAGE_TITLE = "No image"
 NO_IMAGE_MESSAGE = "Add a photo first: upload, drop, paste or take one with the webcam."

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ...core.conformal import ConformalSets, ranked_scores
-from ..metrics import softmax
+from ...core.decision import calibrated_probabilities
 
 
 def true_class_scores(probabilities: np.ndarray, labels: np.ndarray, penalty: float = 0.0, k_reg: int = 1) -> np.ndarray:
@@ -77,7 +77,7 @@ def fit_prediction_sets(logits: np.ndarray, labels: np.ndarray, temperature: flo
                         penalty: float | None, k_reg: int) -> tuple[ConformalSets, dict]:
     """Conformal sets on the calibrated probabilities of photos never trained on; the RAPS penalty chosen on
     those photos too (:func:`select_penalty`) unless given. Returns (the rule, a report of the penalty's choice)."""
-    probabilities = softmax(logits, temperature)
+    probabilities = calibrated_probabilities(logits, temperature)
     report = {}
     if penalty is None:
         penalty, candidates = select_penalty(probabilities, labels, level, k_reg=k_reg)

@@ -8,13 +8,17 @@ Every photo of the calibration pool comes with ``accepted``: the class indices t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ...core.conformal import ConformalSets, ranked_scores
+from ...core.decision import calibrated_probabilities
 from ...core.ranks import RANKS, PhotoGroups, Rank, RankRule, RollUp, shift_features
+from ...core.taxonomy import Taxonomy
+from ...core.verdict import FlowerGate, knn_distance
 from .gate import fit_logistic, out_of_fold_scores
+from .pool import CalibrationPool
 
 GROUP_NAMES = ("like the training photos", "in between", "unlike the training photos")
 
@@ -146,3 +150,52 @@ def fit_unknown_thresholds(unknown_scores: np.ndarray, is_unknown: np.ndarray, g
         keep = math.ceil(len(known) * (1.0 - known_called_unknown[group]))
         thresholds.append(float(known[min(len(known), max(keep, 1)) - 1]))
     return tuple(thresholds)
+
+
+@dataclass(frozen=True)
+class RuleTargets:
+    """What the group-conditional rules are fitted to (part of the export, not of the training recipe)."""
+
+    groups: int = 3
+    keep_in_first: float = 0.95  # of the training collection's held-out photos, in group 0
+    accuracy: tuple = (0.9, 0.9, 0.9)  # answers at species, genus, family rank are right this often
+    known_called_unknown: tuple = (0.02, 0.08, 0.08)  # per group: known flowers called "a flower I don't know"
+
+
+def pool_from_calibration(calibration: CalibrationPool, bank, temperature: float, gate: FlowerGate) -> tuple[Pool, np.ndarray]:
+    """(the rules' pool, each photo's unknown-species score) from the exporter's calibration pool: val photos
+    (the training collection, never trained on) and the field's calibration share (shifted)."""
+    parts = [calibration.val] + ([calibration.field] if calibration.has_field else [])
+    logits = np.concatenate([p.logits for p in parts])
+    embeddings = np.concatenate([p.embeddings for p in parts])
+    probabilities = calibrated_probabilities(logits, temperature)
+    knn = knn_distance(embeddings, bank, gate.knn_k)
+    accepted = tuple((int(label),) for label in calibration.val.labels) + tuple(calibration.field_accept)
+    shifted = np.concatenate([np.zeros(len(calibration.val), bool)]
+                             + ([np.ones(len(calibration.field), bool)] if calibration.has_field else []))
+    pool = Pool(probabilities, embeddings, knn, np.concatenate([p.sharpness for p in parts]), accepted, shifted)
+    return pool, gate.unknown_scores(knn, probabilities)
+
+
+def fit_conditional_rules(calibration: CalibrationPool, bank, temperature: float, gate: FlowerGate,
+                          sets: ConformalSets, taxonomy: Taxonomy, targets: RuleTargets = RuleTargets()) -> tuple:
+    """(photo groups, rank rule, prediction sets with a threshold per group, verdict rule with an unknown-species
+    threshold per group, report), all fitted on the calibration pool. Without photos from elsewhere there is
+    nothing to tell groups apart by: one group, and only the rank rule is fitted."""
+    pool, unknown_scores = pool_from_calibration(calibration, bank, temperature, gate)
+    if pool.shifted.any():
+        grouping, groups = fit_photo_groups(pool, targets.groups, keep_in_first=targets.keep_in_first)
+    else:
+        grouping, groups = None, np.zeros(len(pool), dtype=int)
+    count = grouping.count if grouping is not None else 1
+    ranks = fit_rank_rule(pool.probabilities, pool.accepted, groups, RollUp(taxonomy), targets.accuracy, count)
+    if grouping is not None:
+        sets = fit_group_sets(sets, pool.probabilities, pool.accepted, groups, count)
+        caps = tuple(targets.known_called_unknown[min(g, len(targets.known_called_unknown) - 1)] for g in range(count))
+        gate = replace(gate, unknown_threshold_by_group=fit_unknown_thresholds(
+            unknown_scores, np.asarray([not a for a in pool.accepted]), groups, count, caps))
+    report = {"groups": [{"name": (grouping.names[g] if grouping else "all"), "photos": int((groups == g).sum()),
+                          "shifted": int(((groups == g) & pool.shifted).sum()),
+                          "rank_thresholds": list(ranks.thresholds[g])} for g in range(count)],
+              "accuracy_targets": list(targets.accuracy), "known_called_unknown_caps": list(targets.known_called_unknown)}
+    return grouping, ranks, sets, gate, report

@@ -18,7 +18,8 @@ import torch
 from ...core.verdict import FlowerGate, Verdict, knn_distance, log_softmax_np
 from ..engine import Outputs
 from ..errors import ExportError
-from ..metrics import roc_auc, softmax
+from ...core.decision import calibrated_probabilities
+from ..metrics import roc_auc
 from .gate import fit_logistic, out_of_fold_scores, threshold_at_acceptance, threshold_with_widest_margin
 from .pool import CalibrationPool
 
@@ -95,7 +96,7 @@ def fit_unknown_rule(pool: CalibrationPool, bank: torch.Tensor, temperature: flo
 
     def features(outputs: Outputs, rows) -> np.ndarray:
         knn = knn_distance(outputs.embeddings[rows], bank, gate.knn_k)
-        top = softmax(outputs.logits[rows], temperature).max(axis=1)
+        top = calibrated_probabilities(outputs.logits[rows], temperature).max(axis=1)
         return np.stack([knn, -np.log(np.clip(top, 1e-12, 1.0))], axis=1)
 
     every = np.ones(len(pool.val), dtype=bool)
@@ -129,7 +130,7 @@ def fit_low_quality_rule(pool: CalibrationPool, gate: FlowerGate, bank: torch.Te
     calibration flowers stay under (so smallness alone never makes a flower "not a flower")."""
     level = low_quality_level(pool.val, targets)
     flowers = pool.flowers()
-    scores = gate.scores(flowers.imagenet_logits, flowers.embeddings, bank, softmax(flowers.logits, temperature))
+    scores = gate.scores(flowers.imagenet_logits, flowers.embeddings, bank, calibrated_probabilities(flowers.logits, temperature))
     small = flowers.sharpness < level
     report = {"sharpness_threshold": level, "small_calibration_flowers": int(small.sum()),
               "val_photos_small": float((pool.val.sharpness < level).mean())}
