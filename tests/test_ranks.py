@@ -227,3 +227,52 @@ def test_an_old_model_without_a_taxonomy_answers_at_species_rank():
     assert decided.answers[0].scientific_name is None
     assert decided.answers[0].to_dict() == {"rank": "species", "name": "sweet william", "scientific_name": None,
                                             "probability": pytest.approx(0.6)}
+
+
+def test_the_not_right_list_finds_a_species_by_the_names_people_type():
+    from flowerdemo.ui.feedback import species_choices
+
+    choices = dict((value, label) for label, value in species_choices(CLASS_NAMES, Taxonomy.from_csv(class_names=CLASS_NAMES)))
+    for typed, value in (("calendula", "english marigold"), ("california poppy", "californian poppy"),
+                         ("nasturtium", "watercress"), ("pink quill", "ball moss"), ("zonal geranium", "geranium")):
+        assert typed in choices[value].casefold(), (typed, choices[value])
+    assert len(choices) == 102 + 2  # every class once, plus "another species" and "not a flower"
+    plain = dict((value, label) for label, value in species_choices(CLASS_NAMES))
+    assert plain["watercress"] == "watercress"  # a model without a taxonomy lists its class names as they are
+
+
+# ------------------------------------------------------------------------------------------------ wording
+
+
+def page_text(answer, verdict="species", prediction_set=("carnation", "sweet william")):
+    from flowerdemo.serve.predict import Prediction
+    from flowerdemo.ui.presenters import verdict_markdown
+
+    top = (("carnation", 0.48), ("sweet william", 0.41), ("corn poppy", 0.06), ("californian poppy", 0.04),
+           ("sunflower", 0.01))
+    prediction = Prediction(top_k=top, class_indices=(0, 1, 2, 3, 4), verdict=verdict, prediction_set=prediction_set,
+                            answer=answer, taxa=TOY.taxa)
+    return verdict_markdown(prediction, 0.95)
+
+
+def test_the_page_names_each_rank_with_its_scientific_name():
+    roll = RollUp(TOY)
+    species = page_text(roll.answer([0.9, 0.05, 0.02, 0.02, 0.01], Rank.SPECIES, 0), prediction_set=("carnation",))
+    assert species.startswith("### Carnation (*Dianthus caryophyllus*)\n90.0% likely")
+    genus = page_text(roll.answer([0.48, 0.41, 0.06, 0.04, 0.01], Rank.GENUS, roll.names[Rank.GENUS].index("Dianthus")))
+    assert genus.startswith("### Pinks (*Dianthus*): not sure which species")
+    assert "carnation 48.0%, sweet william 41.0%" in genus and "Sure of the genus (89.0%)" in genus
+    family = page_text(roll.answer([0.05, 0.05, 0.45, 0.44, 0.01], Rank.FAMILY, roll.names[Rank.FAMILY].index("Papaveraceae")))
+    assert family.startswith("### Poppy family (*Papaveraceae*): not sure which species")
+    assert "corn poppy 6.0%, californian poppy 4.0%" in family
+    unsure = page_text(NO_ANSWER)
+    assert unsure.startswith("### Not sure\n")
+    assert "carnation (*Dianthus caryophyllus*), sweet william (*Dianthus barbatus*)." in unsure
+
+
+def test_a_flower_it_does_not_know_gets_the_family_it_is_sure_of_as_a_hint():
+    roll = RollUp(TOY)
+    family = roll.answer([0.05, 0.05, 0.45, 0.44, 0.01], Rank.FAMILY, roll.names[Rank.FAMILY].index("Papaveraceae"))
+    text = page_text(family, verdict="unknown_species", prediction_set=())
+    assert text.startswith("### A flower I don't know") and "Its family is likely poppy family (*Papaveraceae*)" in text
+    assert "Its family" not in page_text(NO_ANSWER, verdict="unknown_species", prediction_set=())

@@ -302,7 +302,7 @@ def report_on_held_out_photos(args, scripted, metadata: ModelMetadata, model_pat
 
 def metrics_from_report(report: dict) -> dict:
     """The evaluator's findings the artifact carries (the UI, the model card and metrics.json read these)."""
-    keys = ("verdicts", "ood", Verdict.UNKNOWN_SPECIES.value, "prediction_sets")
+    keys = ("verdicts", "ood", Verdict.UNKNOWN_SPECIES.value, "prediction_sets", "answers")
     return {"test": report["summary"], "calibration": report["calibration"],
             **{key: report[key] for key in keys if key in report}}
 

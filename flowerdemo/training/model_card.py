@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.artifact import MODEL_FILE, ModelMetadata
+from ..core.ranks import RANKS
 from ..core.verdict import Verdict
 
 # metrics.json keys spelled as the verdicts they count (the evaluator's report and FieldReport.to_dict())
@@ -95,6 +96,7 @@ The full recipe is in `flowerdemo.json` (`training_args`).{_batchnorm_sentence(m
 | --- | --- |
 {table}
 {_field_section(metrics.get("field"))}
+{_answers_section(metadata)}
 {gate_text}
 
 ![confusion matrix](confusion_matrix.png)
@@ -209,14 +211,74 @@ def _gate_section(metadata: ModelMetadata) -> str:
   butterflies, fungi...) are rejected only if the k-NN distance alone also exceeds {gate.knn_reject_threshold:.3f}.
 - A rejected photo's answer names what the ImageNet view sees ("it looks like a beagle"); the
   {gate.imagenet_classes} names travel in `flowerdemo.json` (`imagenet_class_names`).
-- **Unknown species**: an accepted photo whose k-NN distance exceeds {gate.unknown_threshold:.3f}, the distance within which
-  {targets.get('unknown_accept', 0):.0%} of the validation flowers fall."""
+- **Unknown species**: an accepted photo whose unknown-species score (w_knn x k-NN distance + w_top x -log top
+  probability + b, weights {', '.join(f'{w:.3g}' for w in gate.unknown_weights)}, fitted against photos of species the
+  model does not know) exceeds {_unknown_thresholds(gate, metadata)}."""
     if sets is not None:
         text += f"""
 - **One of these**: split conformal prediction sets (RAPS, penalty {sets.penalty} beyond rank {sets.k_reg}, not
   randomised) on the calibrated probabilities of {sets.calibration_images} validation photos never trained on;
   they hold the true species with probability at least {sets.level:.0%} for photos like those."""
     return text
+
+
+def _unknown_thresholds(gate, metadata: ModelMetadata) -> str:
+    if gate.unknown_threshold_by_group and metadata.photo_groups is not None:
+        return "its photo group's threshold (" + ", ".join(
+            f"{name}: {value:.3f}" for name, value in zip(metadata.photo_groups.names, gate.unknown_threshold_by_group)) + ")"
+    return f"{gate.unknown_threshold:.3f}"
+
+
+def _answers_section(metadata: ModelMetadata) -> str:
+    """The rank rule (answer at the deepest rank sure enough), the photo groups, and how the answers did."""
+    if metadata.ranks is None or metadata.taxonomy is None:
+        return ""
+    metrics, ranks, groups, sets = metadata.metrics, metadata.ranks, metadata.photo_groups, metadata.prediction_sets
+    names = groups.names if groups is not None else ("all photos",)
+    rule_rows = "\n".join(
+        f"| {name} | " + " | ".join("never" if t > 1 else f"{t:.3f}" for t in row)
+        + (f" | {sets.qhat_by_group[i]:.4f}" if sets is not None and sets.qhat_by_group else " | n/a") + " |"
+        for i, (name, row) in enumerate(zip(names, ranks.thresholds)))
+    collections = [("Flowers-102 test", metrics.get("answers"), None)]
+    for folder, report in (metrics.get("field_reports") or {}).items():
+        for source, group in (report.get("sources") or {}).items():
+            collections.append((f"{folder}: {source}", group.get("answers"), group.get("unknown_named_as_species")))
+    answer_rows = "\n".join(_answer_row(name, figures, named) for name, figures, named in collections if figures or named is not None)
+    return f"""
+## Answers at the rank it is sure of
+The calibrated probabilities are summed up the taxonomy (species -> genus -> family; {len(metadata.taxonomy.genera)} genera,
+{len(metadata.taxonomy.families)} families, names and sources in `flowerdemo.json`'s `taxonomy`). The app names the species
+when its probability clears the photo group's species threshold, else the genus, else the family, else says it is not
+sure. The thresholds were fitted on {ranks.calibration_images} calibration photos never trained on so that answers at each
+rank were right at least {', '.join(f'{a:.0%}' for a in ranks.accuracy)} of the time (species, genus, family; a one-sided
+Wilson bound). Photo groups come from a "shift" score (a logistic regression on the photo's embedding, k-NN distance and
+sharpness that tells Flowers-102's held-out photos from photos taken elsewhere); each group has its own thresholds,
+prediction-set threshold (Mondrian conformal) and unknown-species threshold.
+
+| photo group | species | genus | family | sets' qhat |
+| --- | --- | --- | --- | --- |
+{rule_rows}
+
+On photos never trained or calibrated on (an answer is wrong when its taxon holds none of the photo's right
+species; "not sure" is never wrong; unknown species: photos of species outside the model, held-out species only):
+
+| photos | species (right) | genus (right) | family (right) | not sure | wrong | unknown species named as a species |
+| --- | --- | --- | --- | --- | --- | --- |
+{answer_rows}
+
+Classes, as the app names them:
+
+| class (dataset) | common name (*scientific name*) | family |
+| --- | --- | --- |
+""" + "\n".join(f"| {t.class_name} | {t.display()} | {t.family} |" for t in metadata.taxonomy.taxa) + "\n"
+
+
+def _answer_row(name: str, figures: dict | None, named: float | None) -> str:
+    if not figures:
+        return f"| {name} | | | | | | {_percent(named)} |"
+    cells = [f"{_percent(figures[rank.value])} ({_percent(figures.get(rank.value + '_right'))})" for rank in RANKS]
+    return (f"| {name} ({figures['images']}) | {' | '.join(cells)} | {_percent(figures['none'])} | "
+            f"{_percent(figures['wrong'])} | {_percent(named)} |")
 
 
 def _mirror_sentence(metadata: ModelMetadata) -> str:

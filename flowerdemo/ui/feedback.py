@@ -155,9 +155,17 @@ def not_right_button_text(choice: str | None) -> str:
     return f"Not right: it is {choice}"
 
 
-def species_choices(class_names) -> list[tuple[str, str]]:
-    """The dropdown: "another species", "not a flower", then the model's species by name (searchable)."""
-    return [OTHER_CHOICE, NOT_A_FLOWER_CHOICE] + [(name, name) for name in sorted(class_names, key=str.casefold)]
+def species_choices(class_names, taxonomy=None) -> list[tuple[str, str]]:
+    """The dropdown: "another species", "not a flower", then the model's species by name. With a taxonomy each
+    entry also shows the names people type ("english marigold — calendula, pot marigold (Calendula officinalis)"):
+    the dropdown's filter searches the shown text, so typing "calendula" finds it. The value stays the class name."""
+    shown = {name: name for name in class_names}
+    if taxonomy is not None:
+        for taxon in taxonomy.taxa:
+            others = [n for n in (taxon.common_name, *taxon.other_names) if n.casefold() != taxon.class_name.casefold()]
+            shown[taxon.class_name] = (taxon.class_name + (f" — {', '.join(dict.fromkeys(others))}" if others else "")
+                                       + f" ({taxon.scientific_name})")
+    return [OTHER_CHOICE, NOT_A_FLOWER_CHOICE] + [(shown[name], name) for name in sorted(class_names, key=str.casefold)]
 
 
 # ---------------------------------------------------------------------------------------------------- the store
@@ -354,7 +362,8 @@ class FeedbackEvents:
     def choices(self):
         """The page-load event filling the dropdown with the model's species."""
         try:
-            names = get_model(self.model).class_names
-        except gr.Error:
-            names = ()  # the model panel says why; no answer can come either
-        return gr.update(choices=species_choices(names), value=None)
+            classifier = get_model(self.model)
+        except gr.Error:  # the model panel says why; no answer can come either
+            return gr.update(choices=species_choices(()), value=None)
+        taxonomy = getattr(getattr(classifier, "metadata", None), "taxonomy", None)
+        return gr.update(choices=species_choices(classifier.class_names, taxonomy), value=None)

@@ -55,12 +55,12 @@ def verdict_markdown(prediction, set_level: float | None = None) -> str:
     if prediction.verdict is Verdict.UNKNOWN_SPECIES:
         nearest = ", ".join(display_name(n) for n, _ in prediction.top_k[:NEAREST_SHOWN])
         return ("### A flower I don't know\nIt looks like a flower, but far from every one of the species I was "
-                f"trained on, so it is probably none of them.\n\nNot it, but nearest: {nearest}.")
+                f"trained on, so it is probably none of them.{_rank_hint(prediction)}\n\nNot it, but nearest: {nearest}.")
     if prediction.verdict is Verdict.TOO_SMALL:
         guesses = ", ".join([display_name(n) for n in prediction.prediction_set][:TOO_SMALL_SHOWN] or [name])
         return ("### Too small or blurry to tell well\nThe photo has too little detail to judge the species (or "
                 "whether it is a flower) well: try a closer, sharper photo of one bloom.\n\n"
-                f"Best guesses: {guesses} ({name} likeliest at {percent(probability)}).")
+                f"Best guesses: {guesses} ({name} likeliest at {percent(probability)}).{_rank_hint(prediction)}")
     names = [shown_name(prediction, n) for n in prediction.prediction_set] or [name]
     ranked = ranked_answer_markdown(prediction, names, set_level)
     if ranked is not None:
@@ -79,6 +79,7 @@ def verdict_markdown(prediction, set_level: float | None = None) -> str:
 
 
 RANK_WORDS = {Rank.GENUS: "genus", Rank.FAMILY: "family"}
+SET_SHOWN = 8  # a set of dozens (a photo unlike the training photos) is summed up, not listed
 
 
 def shown_name(prediction, class_name: str) -> str:
@@ -89,6 +90,15 @@ def shown_name(prediction, class_name: str) -> str:
     return display_name(class_name)
 
 
+def _rank_hint(prediction) -> str:
+    """For a flower it does not know or a photo too small to judge: the genus or family it is sure of, if any."""
+    answer = prediction.answer
+    if answer is None or answer.rank not in RANK_WORDS or not prediction.taxa:
+        return ""
+    name = f"*{answer.scientific_name}*" if answer.name == answer.scientific_name else f"{answer.name} (*{answer.scientific_name}*)"
+    return f" Its {RANK_WORDS[answer.rank]} is likely {name} ({percent(answer.probability)})."
+
+
 def ranked_answer_markdown(prediction, set_names: list, set_level: float | None) -> str | None:
     """A species verdict told at the rank the model is sure of (models with a rank rule; None otherwise):
     the species, else its genus or family with the likeliest candidates in it, else "not sure" with the set.
@@ -97,7 +107,8 @@ def ranked_answer_markdown(prediction, set_names: list, set_level: float | None)
     if answer is None or not prediction.taxa or prediction.verdict is not Verdict.SPECIES:
         return None
     how_often = f"{set_level:.0%} of photos" if set_level else "most photos"
-    candidates = f"Candidates that hold the right species in {how_often}: {', '.join(set_names)}."
+    listed = ", ".join(set_names[:SET_SHOWN]) + (f" and {len(set_names) - SET_SHOWN} more" if len(set_names) > SET_SHOWN else "")
+    candidates = f"Candidates that hold the right species in {how_often}: {listed}."
     if answer.rank is Rank.SPECIES:
         taxon = prediction.taxa[0]
         text = f"### {taxon.common_name.capitalize()} (*{taxon.scientific_name}*)\n{percent(answer.probability)} likely."
