@@ -65,3 +65,9 @@ def test_top_level_help_lists_the_commands(capsys):
     text = capsys.readouterr().out
     for command in ("predict", "train", "export", "evaluate", "publish"):
         assert command in text
+
+
+def test_every_subpackage_is_packaged():
+    # a subpackage missing here installs a flowerdemo that fails on import (setuptools lists packages by hand)
+    found = sorted(".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "flowerdemo").rglob("__init__.py"))
+    assert sorted(PYPROJECT["tool"]["setuptools"]["packages"]) == found

@@ -320,3 +320,37 @@ def _balance_phrase(args: dict) -> str:
 def _ema_phrase(args: dict) -> str:
     decay = args.get("model_ema_decay", 0.0)
     return f", an exponential moving average of the weights (decay {decay}) validated and shipped" if decay else ""
+
+
+def headline_rows(metadata: ModelMetadata) -> list[tuple[str, str]]:
+    """The few figures the README's "Model" table carries, from the model's own metrics (tests/test_readme.py
+    checks that the README shows exactly these)."""
+    metrics = metadata.metrics
+    test, sets, answers = metrics.get("test") or {}, metrics.get("prediction_sets") or {}, metrics.get("answers") or {}
+    nonflowers = ((metrics.get("verdicts") or {}).get("nonflowers") or {}).get(Verdict.NOT_A_FLOWER.value)
+    rows = [("Flowers-102 test: top-1 / top-5", f"{_percent(test.get('top1'))} / {_percent(test.get('top5'))}")]
+    if answers:
+        rows.append(("Flowers-102 test: answered at species rank / wrong answers",
+                     f"{_percent(answers.get('species'))} / {_percent(answers.get('wrong'))}"))
+    if sets:
+        rows.append((f"Flowers-102 test: sets at {sets.get('level', 0):.0%} cover / mean size",
+                     f"{_percent(sets.get('coverage'))} / {sets.get('mean_size', 0):.2f}"))
+    rows.append(("held-out non-flowers called \"not a flower\"", _percent(nonflowers)))
+    for folder, report in sorted((metrics.get("field_reports") or {}).items()):
+        overall = report.get("all") or {}
+        figures = overall.get("answers") or {}
+        if figures:
+            rows.append((f"{folder} test share: top-1 / species rank / wrong answers",
+                         f"{_percent(overall.get('top1'))} / {_percent(figures.get('species'))} / "
+                         f"{_percent(figures.get('wrong'))}"))
+        if overall.get("unknown_named_as_species") is not None:
+            rows.append((f"{folder} held-out unknown species named as a species",
+                         _percent(overall["unknown_named_as_species"])))
+    cost = metrics.get("cost") or {}
+    if cost.get("model_megabytes") is not None:
+        rows.append(("`model.pt` size", f"{cost['model_megabytes']} MB"))
+    return rows
+
+
+def headline_table(metadata: ModelMetadata) -> str:
+    return "| measured | value |\n| --- | --- |\n" + "\n".join(f"| {name} | {value} |" for name, value in headline_rows(metadata))
