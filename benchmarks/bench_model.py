@@ -32,11 +32,10 @@ from flowerdemo.serve.predict import FlowerClassifier  # noqa: E402
 
 
 def default_image() -> str:
-    """The first example image, else a flowers102 image, else a synthetic photo-sized JPEG in a temp file."""
-    for pattern in (str(ROOT / "examples" / "*.jpg"), "/work/shared/data/flowers102/images/*.jpg"):
-        found = sorted(glob.glob(pattern))
-        if found:
-            return found[0]
+    """The first example image, else a synthetic photo-sized JPEG in a temp file."""
+    found = sorted(glob.glob(str(ROOT / "examples" / "*.jpg")))
+    if found:
+        return found[0]
     rng = np.random.default_rng(0)
     handle = tempfile.NamedTemporaryFile(suffix=".jpg", delete=False)
     Image.fromarray(rng.integers(0, 256, (500, 667, 3), dtype=np.uint8)).save(handle, "JPEG", quality=90)

@@ -1,7 +1,7 @@
 """Evaluate a model artifact on a split, with the app's own loading and preprocessing code.
 
     python -m flowerdemo.training.evaluate --model weights --split test --nonflowers-path NONFLOWERS
-    python -m flowerdemo.training.evaluate --model weights --field-data ../shared/data/elsewhere
+    python -m flowerdemo.training.evaluate --model weights --field-data DATA/elsewhere
 
 Prints a table and writes JSON: top-1, top-5, macro-F1, per-class accuracy, the most confused pairs,
 calibration (ECE before/after temperature scaling) and, against the held-out non-flower photos, how well

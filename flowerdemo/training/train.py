@@ -82,7 +82,7 @@ def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.
                              "JPEG-compressed, zoomed out, squashed, now and then grayscale (training/augment.py)")
     parser.add_argument("--extra-data", nargs="+", default=[], metavar="FOLDER",
                         help="photos of known species from other collections: a labels.csv folder (kind/accept "
-                             "columns, as ../shared/data/elsewhere), the app's feedback store, or one folder per "
+                             "columns, as the elsewhere/ collection), the app's feedback store, or one folder per "
                              "class. Only the photos whose file-name hash falls in the training share are used "
                              "(--field-train-fraction); the calibration share and the rest are never trained on. "
                              "Use it with --class-balance sampler")

@@ -4,7 +4,7 @@ trained on. Fine-tuning on a few thousand photos moves the network away from wha
 often keeps the new photos' gains and recovers the old ones.
 
     python -m flowerdemo.training.wise --start weights --finetuned runs/web/model_best.pth \\
-        --extra-data ../shared/data/elsewhere --output runs/web/wise.pth
+        --extra-data DATA/elsewhere --output runs/web/wise.pth
 
 ``--start``: the model the fine-tune began from (``train --init-from``: an exported model folder or a trainer
 checkpoint). ``alpha`` is chosen on the val photos the exporter also keeps for selection and on the calibration
