@@ -3,11 +3,16 @@
     python benchmarks/bench_app.py                  # 50 sequential calls with examples/*.jpg[0]
     python benchmarks/bench_app.py --calls 10 --image examples/rose.jpg
     python benchmarks/bench_app.py --server-env OMP_NUM_THREADS=1   # extra environment for the server
+    python benchmarks/bench_app.py --plant 3 --calls 20   # /classify_plant with 3 photos against /classify with 1
 
 "ready" is from just before the process is spawned until ``GET /`` answers 200. The app loads its model lazily,
 so the first ``/classify`` call (reported on its own, not in the statistics) includes the model load. Each timed
 call is what a ``gradio_client`` user sees end to end: upload, queue, inference, Grad-CAM, and downloading the
 output images. The server is always terminated at the end, also on errors and Ctrl-C.
+
+``--plant N``: each round times ``/classify`` with the one image and ``/classify_plant`` with N different
+photos (examples/*.jpg flowers), back to back, alternating which goes first; it prints both medians and their
+ratio (the target for 3 photos: under 2.5x one photo's).
 
 The helpers here (``AppServer``, ``example_images``...) are shared with ``load_test.py``.
 """
@@ -243,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                              "request (see shared_ssl_context); default: gradio_client as it comes")
     parser.add_argument("--server-env", action="append", metavar="KEY=VALUE",
                         help="extra environment for the server, e.g. OMP_NUM_THREADS=1 (repeatable)")
+    parser.add_argument("--plant", type=int, default=0, metavar="N",
+                        help="also time /classify_plant with N photos against /classify, back to back (1-5)")
     parser.add_argument("--shared-cache", action="store_true",
                         help="let the server use Gradio's shared /tmp/gradio cache (default: a private one)")
     args = parser.parse_args(argv)
@@ -253,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no image: pass --image or add examples/*.jpg")
     image = images[0]
     extra_env = parse_env(args.server_env)
+    if args.plant:
+        if not 1 <= args.plant <= 5:
+            parser.error("--plant takes 1 to 5 photos")
+        flowers = [p for p in example_images() if "not_a_flower" not in Path(p).name]
+        if len(flowers) < args.plant:
+            parser.error(f"--plant {args.plant} needs that many example photos; found {len(flowers)}")
+        plant_photos = flowers[:args.plant]
 
     from gradio_client import handle_file
 
@@ -275,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"first call returned a bad answer: {problem}")
                 return 1
             print(f"first /classify (lazy model load)    {first * 1e3:8.0f} ms   -> {result[0]['label']!r}")
+
+            if args.plant:
+                return time_plant(client, image, plant_photos, args)
 
             times, errors = [], []
             for _ in range(args.calls):
@@ -302,6 +319,53 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if errors else 0
         finally:
             stop_and_report(server)
+
+def time_plant(client, image: str, photos: list[str], args) -> int:
+    """``--plant``: rounds of one /classify and one /classify_plant call, back to back, alternating which runs
+    first (so neither always finds the server warm from the other); medians and their ratio."""
+    from gradio_client import handle_file
+
+    def one():
+        return client.predict(handle_file(image), args.opacity, api_name="/classify")
+
+    def plant():
+        return client.predict([handle_file(p) for p in photos], args.opacity, api_name="/classify_plant")
+
+    problem = check_answer(plant())  # warm-up, not timed
+    if problem:
+        print(f"first /classify_plant returned a bad answer: {problem}")
+        return 1
+    times = {"classify": [], "classify_plant": []}
+    errors = []
+    for round_ in range(args.calls):
+        order = [("classify", one), ("classify_plant", plant)]
+        for name, call in (order if round_ % 2 == 0 else order[::-1]):
+            start = time.perf_counter()
+            try:
+                result = call()
+            except Exception as error:  # noqa: BLE001 - reported below
+                errors.append(f"{name}: {type(error).__name__}: {str(error)[:200]}")
+                continue
+            elapsed = time.perf_counter() - start
+            problem = check_answer(result)
+            if problem:
+                errors.append(f"{name}: {problem}")
+            else:
+                times[name].append(elapsed)
+    print(f"{args.calls} rounds, back to back: /classify with {Path(image).name}, /classify_plant with "
+          f"{len(photos)} photos ({', '.join(Path(p).name for p in photos)})")
+    for name, values in times.items():
+        if values:
+            print(f"/{name:<15} median {statistics.median(values) * 1e3:7.0f} ms   p95 "
+                  f"{percentile(values, 95) * 1e3:7.0f} ms   min {min(values) * 1e3:7.0f} ms")
+    if times["classify"] and times["classify_plant"]:
+        ratio = statistics.median(times["classify_plant"]) / statistics.median(times["classify"])
+        print(f"ratio /classify_plant ({len(photos)} photos) / /classify (1 photo): {ratio:.2f}x")
+    print(f"errors                               {len(errors)}")
+    for message in errors[:5]:
+        print(f"  {message}")
+    return 1 if errors else 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -5,13 +5,15 @@
 ``predict`` never pays for the training stack.
 
 ``predict``: files and folders (searched recursively) are classified in batches; unreadable files are reported and skipped
-without spoiling the rest of their batch. Exit status: 0 all classified, 1 some files failed, 2 usage error or
+without spoiling the rest of their batch. ``predict --together``: the files are 1-5 photos of one plant, answered once
+(``core.combine``); the JSON object adds "files", "left_out" ([{"file", "reason"}]) and "carried_by". Exit status: 0 all classified, 1 some files failed, 2 usage error or
 the model could not be loaded. Results go to stdout (a table, JSON lines or CSV); progress and errors to stderr.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -21,6 +23,7 @@ from typing import Iterator, Sequence
 from tqdm import tqdm
 
 from .core.artifact import ModelLoadError
+from .core.combine import MAX_PHOTOS, EmptyPlantError, LeftOutKind
 from .core.names import displayed
 from .core.preprocess import InvalidImageError, list_images, load_image
 from .core.ranks import Rank
@@ -94,6 +97,9 @@ def add_predict_command(commands) -> None:
     parser.add_argument("--sha256", type=sha256_digest, default=None,
                         help="refuse the model file unless its SHA-256 is this (default: $FLOWERDEMO_MODEL_SHA256)")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
+    parser.add_argument("--together", action="store_true",
+                        help=f"the files are photos of one plant (1 to {MAX_PHOTOS}): one answer for the set; "
+                             "unreadable, repeated and non-flower photos are named and left out")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", dest="format", action="store_const", const="json", help="one JSON object per line")
     output.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV with a header row")
@@ -151,9 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     files = collect_files(args.paths)
+    if args.together:
+        check_together(files)  # before the model is loaded: a usage error costs nothing
     settings = settings_from_env()  # $FLOWERDEMO_MODEL, _REVISION, _SHA256: the defaults of the three options
     classifier = load_classifier(args.model or settings.model, args.revision or settings.model_revision,
                                  args.sha256 or settings.model_sha256)
+    if args.together:
+        return run_together(classifier, files, args.top_k, args.format, sys.stdout)
     writer = make_writer(args.format, sys.stdout, files)
     failed = report(classify(classifier, files, args.batch_size, args.top_k), len(files), writer)
     return EXIT_SOME_FAILED if failed else EXIT_OK
@@ -174,6 +184,31 @@ def collect_files(paths: Sequence[str]) -> list[str]:
     if not files:
         raise UsageError("no images to classify (folders are searched for .jpg, .png, .webp, .gif, .bmp, .tif)")
     return files
+
+
+def run_together(classifier, files: Sequence[str], top_k: int, fmt: str, stream) -> int:
+    """``predict --together``: one answer for the photos of one plant (``core.combine``). Exit status 1 when a
+    file could not be read (as for ``predict``), also when nothing was left to answer with."""
+    try:
+        plant = classifier.predict_plant(files, names=list(files), top_k=top_k)
+    except EmptyPlantError as error:
+        record = {"files": list(files), "error": str(error)}
+        if fmt == "json":
+            print(json.dumps(record), file=stream)
+        elif fmt == "csv":
+            csv.writer(stream, lineterminator="\n").writerows(
+                [PLANT_CSV_COLUMNS, ["|".join(files)] + [""] * (len(PLANT_CSV_COLUMNS) - 2) + [str(error)]])
+        else:
+            print(f"ERROR: {error}", file=stream)
+        return EXIT_SOME_FAILED
+    plant = dataclasses.replace(plant, prediction=displayed(plant.prediction))
+    {"json": plant_json, "csv": plant_csv}.get(fmt, plant_table)(plant, stream)
+    return EXIT_SOME_FAILED if any(item.kind is LeftOutKind.UNREADABLE for item in plant.left_out) else EXIT_OK
+
+
+def check_together(files: Sequence[str]) -> None:
+    if len(files) > MAX_PHOTOS:
+        raise UsageError(f"--together takes 1 to {MAX_PHOTOS} photos of one plant, got {len(files)}")
 
 
 def load_classifier(model: str | None, revision: str | None, sha256: str | None):
@@ -249,19 +284,23 @@ def csv_writer(stream):
         if result.error is not None:
             writer.writerow([result.file] + [""] * (len(CSV_COLUMNS) - 2) + [result.error])
         else:
-            data = result.prediction.to_dict()
-            top = data["top_k"][0]
-            flower = {True: "true", False: "false", None: ""}[data["is_flower"]]
-            score = "" if data["ood_score"] is None else data["ood_score"]
-            answer = data["answer"] or {}
-            writer.writerow([result.file, top["label"], top["prob"], data["verdict"] or "", flower,
-                             data["looks_like"] or "", "|".join(data["prediction_set"]), score,
-                             top.get("scientific_name", ""), top.get("genus", ""), top.get("family", ""),
-                             _blank(answer.get("rank")), _blank(answer.get("name")),
-                             _blank(answer.get("scientific_name")), _blank(answer.get("probability")), ""])
+            writer.writerow([result.file, *csv_cells(result.prediction), ""])
         stream.flush()
 
     return write
+
+
+def csv_cells(prediction) -> list:
+    """The CSV columns between "file" and "error" for one prediction."""
+    data = prediction.to_dict()
+    top = data["top_k"][0]
+    flower = {True: "true", False: "false", None: ""}[data["is_flower"]]
+    score = "" if data["ood_score"] is None else data["ood_score"]
+    answer = data["answer"] or {}
+    return [top["label"], top["prob"], data["verdict"] or "", flower, data["looks_like"] or "",
+            "|".join(data["prediction_set"]), score, top.get("scientific_name", ""), top.get("genus", ""),
+            top.get("family", ""), _blank(answer.get("rank")), _blank(answer.get("name")),
+            _blank(answer.get("scientific_name")), _blank(answer.get("probability"))]
 
 
 def _blank(value) -> str:
@@ -304,3 +343,32 @@ def table_cells(prediction) -> str:
     label, prob = prediction.top_k[0]
     others = ", ".join(f"{name} {p:.1%}" for name, p in prediction.top_k[1:])
     return f"{label[:28]:28}  {prob:6.1%}  {verdict_cell(prediction):24}  {others}"
+
+
+# --- predict --together ---------------------------------------------------------------------------------------
+
+PLANT_CSV_COLUMNS = CSV_COLUMNS[:-1] + ("carried_by", "left_out", "error")
+
+
+def plant_json(plant, stream) -> None:
+    print(json.dumps(plant.to_dict()), file=stream, flush=True)
+
+
+def plant_csv(plant, stream) -> None:
+    """One row: the files joined by "|", the usual columns, the photo that carried the answer and those left out."""
+    left_out = "|".join(f"{item.name}: {item.reason}" for item in plant.left_out)
+    csv.writer(stream, lineterminator="\n").writerows(
+        [PLANT_CSV_COLUMNS, ["|".join(plant.names), *csv_cells(plant.prediction), plant.carrier, left_out, ""]])
+    stream.flush()
+
+
+def plant_table(plant, stream) -> None:
+    count = len(plant.used)
+    print(f"one plant, {count} photo{'s' if count != 1 else ''} combined: "
+          + ", ".join(plant.names[i] for i in plant.used), file=stream)
+    print(f"{'prediction':28}  {'prob':>6}  {'verdict':24}  others", file=stream)
+    print(table_cells(plant.prediction), file=stream)
+    print(f"carried by: {plant.carrier}", file=stream)
+    for item in plant.left_out:
+        print(f"left out: {item.name} ({item.reason})", file=stream)
+    stream.flush()

@@ -2,7 +2,8 @@
 
 Needs ``pip install playwright`` and Debian's ``/usr/bin/chromium`` (Playwright's own browser download is not
 used). Serves the bundled ``weights/`` in-process on a free port (the "one of" step needs the real model).
-``FLOWERDEMO_UPDATE_SCREENSHOT=1`` writes the desktop screenshot to ``docs/screenshot.png``.
+``FLOWERDEMO_UPDATE_SCREENSHOT=1`` writes the desktop screenshot to ``docs/screenshot.png``. The phone (390 x 844)
+and desktop (1280 x 900) layout tests save their screenshots under pytest's ``tmp_path``.
 """
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ class CountingClassifier:
     def explain(self, *args, **kwargs):
         self.calls += 1
         return self._classifier.explain(*args, **kwargs)
+
+    def explain_plant(self, *args, **kwargs):
+        self.plant_calls = getattr(self, "plant_calls", 0) + 1
+        return self._classifier.explain_plant(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -271,3 +276,138 @@ def test_not_right_it_is_rose_is_saved_then_undone_and_a_bad_upload_shows_no_but
     expect(page.locator("#fd-verdict")).to_contain_text("Cannot read this image", timeout=TIMEOUT_MS)
     expect(row).to_be_hidden()  # no answer: no buttons, and no stale "Undone" either
     page.close()
+
+
+# ---------------------------------------------------------------------------------------------- phone and desktop
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+MIN_TOUCH = 40  # px: the least height of a button a thumb has to hit
+
+
+def _phone(browser):
+    return browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+
+
+def _button_heights(page) -> list:
+    return page.evaluate("""() => Array.from(document.querySelectorAll('#fd-feedback button'))
+        .filter(b => b.offsetParent !== null).map(b => b.getBoundingClientRect().height)""")
+
+
+def _reference_sharpness(page) -> list:
+    """(natural width, shown width in device pixels) of each reference photo, once loaded."""
+    _wait_for_images(page)
+    return page.evaluate("""() => Array.from(document.querySelectorAll('#fd-references img'))
+        .map(img => [img.naturalWidth, img.getBoundingClientRect().width * window.devicePixelRatio])""")
+
+
+def test_phone_shows_the_answer_in_the_first_screen_after_an_upload(browser, served, tmp_path):
+    app_url, _ = served
+    context = _phone(browser)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.locator("#fd-image input[type=file]").set_input_files(str(EXAMPLES / "sunflower.jpg"))
+    _wait_for_result(page)
+    expect(page.locator("#fd-feedback")).to_be_visible(timeout=TIMEOUT_MS)
+    page.wait_for_timeout(500)  # let the layout settle (fonts, the label's bars)
+    page.screenshot(path=str(tmp_path / "phone-first-screen.png"))  # what the person sees, unscrolled
+
+    assert page.evaluate("window.scrollY") == 0
+    height = page.evaluate("window.innerHeight")
+    photo, verdict = page.locator("#fd-image").bounding_box(), page.locator("#fd-verdict").bounding_box()
+    assert photo["y"] >= 0 and photo["y"] + photo["height"] <= verdict["y"]  # the photo, then the answer below it
+    assert 0 <= verdict["y"] and verdict["y"] + verdict["height"] <= height, (verdict, height)
+    candidates = [page.locator("#fd-label .confidence-set").nth(i).bounding_box() for i in range(3)]
+    assert all(box["y"] + box["height"] <= height for box in candidates), (candidates, height)  # the top three
+
+    heights = _button_heights(page)
+    assert heights and min(heights) >= MIN_TOUCH, heights
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    sharpness = _reference_sharpness(page)
+    assert sharpness and all(natural >= shown - 1 for natural, shown in sharpness), sharpness  # sharp at 2x
+    page.screenshot(path=str(tmp_path / "phone-full.png"), full_page=True)
+    context.close()
+
+
+def test_desktop_keeps_the_side_by_side_layout(browser, served, tmp_path):
+    app_url, _ = served
+    page = browser.new_page(viewport=DESKTOP)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.locator("#fd-image input[type=file]").set_input_files(str(EXAMPLES / "rose.jpg"))
+    _wait_for_result(page)
+    expect(page.locator("#fd-feedback")).to_be_visible(timeout=TIMEOUT_MS)
+    photo, verdict = page.locator("#fd-image").bounding_box(), page.locator("#fd-verdict").bounding_box()
+    assert photo["x"] + photo["width"] <= verdict["x"]  # the answer beside the photo, not under it
+    assert verdict["y"] < photo["y"] + photo["height"]
+    examples = page.locator("#fd-examples").bounding_box()
+    assert examples["x"] < verdict["x"] and examples["y"] > photo["y"]  # the examples stay under the photo
+    heights = _button_heights(page)
+    assert heights and min(heights) >= MIN_TOUCH, heights
+    sharpness = _reference_sharpness(page)
+    assert sharpness and all(natural >= 2 * shown - 1 for natural, shown in sharpness), sharpness
+    page.screenshot(path=str(tmp_path / "desktop.png"), full_page=True)
+    page.close()
+
+
+def test_three_photos_with_a_non_flower_answer_for_the_plant_and_name_the_one_left_out(browser, served, tmp_path):
+    from PIL import Image, ImageOps
+
+    app_url, classifier = served
+    second = tmp_path / "rose_from_the_left.jpg"  # another photo of the same rose: mirrored and cropped
+    with Image.open(EXAMPLES / "rose.jpg") as rose:
+        width, height = rose.size
+        ImageOps.mirror(rose.convert("RGB")).crop((width // 10, 0, width, height)).save(second, quality=90)
+    context = _phone(browser)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.locator("#fd-plant").get_by_text("Several photos of one plant").click()
+    before = getattr(classifier, "plant_calls", 0)
+    page.locator("#fd-plant-files input[type=file]").set_input_files(
+        [str(EXAMPLES / "rose.jpg"), str(second), str(EXAMPLES / "not_a_flower_dog.jpg")])
+    verdict = page.locator("#fd-verdict")
+    expect(verdict).to_contain_text("For the plant, from 2 photos together", timeout=TIMEOUT_MS)
+    expect(verdict).to_contain_text("Left out: not_a_flower_dog.jpg (not a flower)")
+    expect(page.locator("#fd-verdict h3")).to_contain_text("Rose")
+    # the photos were added below the answer: the page scrolls back up to it
+    expect(page.locator("#fd-verdict h3")).to_be_in_viewport(timeout=TIMEOUT_MS)
+    _wait_for_result(page, cams=2)  # a heatmap per photo combined, none for the dog
+    captions = page.locator("#fd-cams figcaption").all_inner_texts()
+    assert sum("carried the answer" in c for c in captions) == 1, captions
+    assert {c.split(":")[0] for c in captions} == {"rose.jpg", second.name}
+    expect(page.locator("#fd-feedback")).to_be_visible()  # a plant's answer can be judged too
+    page.wait_for_timeout(800)
+    assert classifier.plant_calls == before + 1  # one upload of three files: the model ran once
+    page.screenshot(path=str(tmp_path / "phone-plant.png"), full_page=True)
+    context.close()
+
+
+FAKE_CAMERA = """
+window.__cameraAsked = [];
+Object.defineProperty(navigator, 'mediaDevices', {configurable: true, value: {
+  getUserMedia: async (constraints) => {
+    window.__cameraAsked.push(JSON.parse(JSON.stringify(constraints)));
+    const canvas = document.createElement('canvas');
+    canvas.width = 64; canvas.height = 48; canvas.getContext('2d').fillRect(0, 0, 64, 48);
+    return canvas.captureStream();
+  },
+  enumerateDevices: async () => [{kind: 'videoinput', deviceId: 'camera', label: 'camera'}],
+  addEventListener: () => {}, removeEventListener: () => {}}});
+"""
+
+
+def test_the_webcam_asks_for_the_back_camera(browser, served):
+    app_url, _ = served
+    context = _phone(browser)
+    context.add_init_script(FAKE_CAMERA)  # records what the page asks the browser for
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.locator("#fd-image").get_by_role("button", name="Capture from camera").click()
+    page.locator("#fd-image").get_by_text("Click to Access Webcam").first.click()
+    page.wait_for_function("window.__cameraAsked.length > 0", timeout=TIMEOUT_MS)
+    asked = page.evaluate("window.__cameraAsked")[0]
+    assert asked["video"]["facingMode"] == {"ideal": "environment"}, asked
+    context.close()

@@ -94,6 +94,23 @@ def test_right_keeps_the_photo_the_name_and_the_models_answer(events, answer, st
         assert difference.mean() < 6  # re-encoded as JPEG, otherwise the same pixels
 
 
+def test_right_on_a_plants_answer_keeps_the_photo_that_carried_it(events, model, store, tmp_path):
+    from flowerdemo.ui.plant import make_classify_plant
+
+    other = tmp_path / "the same plant, mirrored.jpg"
+    with Image.open(EXAMPLE) as photo:
+        photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("RGB").save(other)
+    plant = make_classify_plant(model)([str(EXAMPLE), str(other)], 0.5)[-1]
+    status, _, _ = events.right(species_answer(plant), None)
+    assert saved(status)
+    [record] = read_records(store.root)
+    assert record["model_top1"] == plant.top1
+    carrier = [c for c in plant.captions if "carried the answer" in c]
+    assert len(carrier) == 1
+    with Image.open(record["path"]) as kept:
+        assert kept.size == plant.photo.size  # the carrier's whole photo, not a 224 px view
+
+
 def test_right_on_a_rejected_photo_confirms_it_is_not_a_flower(events, answer, store):
     status, _, _ = events.right(species_answer(answer, Verdict.NOT_A_FLOWER), None)
     assert saved(status) and "not a flower" in status
@@ -361,15 +378,16 @@ def test_the_opener_starts_uploads_with_the_settings_repo(tmp_path, tiny_classif
 def test_the_row_and_its_endpoint_are_on_the_page(tiny_classifier, store):
     demo = ui.build_demo(lambda: tiny_classifier, feedback_store=store)
     endpoints = demo.get_api_info()["named_endpoints"]
-    assert list(endpoints) == ["/classify", "/feedback"]
+    assert list(endpoints) == ["/classify", "/classify_plant", "/feedback"]
     assert [p["parameter_name"] for p in endpoints["/feedback"]["parameters"]] == ["label", "label_kind"]
     ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
     assert {"fd-feedback", "fd-fb-right", "fd-fb-choice", "fd-fb-not-right", "fd-fb-undo", "fd-fb-status"} <= ids
     dropdown = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "fd-fb-choice")
     assert dropdown.filterable is True
     # Saving is its own event, in its own concurrency group: never on /classify's path, never behind inference.
-    classify = next(fn for fn in demo.fns.values() if fn.api_name == "classify")
-    assert all(block.elem_id not in ("fd-feedback", "fd-fb-status") for block in classify.outputs)
+    for name in ("classify", "classify_plant"):
+        classify = next(fn for fn in demo.fns.values() if fn.api_name == name)
+        assert all(block.elem_id not in ("fd-feedback", "fd-fb-status") for block in classify.outputs)
     saves = [fn for fn in demo.fns.values() if fn.fn is not None and getattr(fn.fn, "__name__", "") in
              ("right", "not_right", "api_save", "undo")]
     assert len(saves) == 4 and {fn.concurrency_id for fn in saves} == {"feedback"}
@@ -379,7 +397,7 @@ def test_the_row_and_its_endpoint_are_on_the_page(tiny_classifier, store):
 def test_switched_off_there_is_no_row_and_no_endpoint(tiny_classifier, monkeypatch, switch):
     monkeypatch.setenv("FLOWERDEMO_FEEDBACK", switch)
     demo = ui.build_demo(lambda: tiny_classifier)
-    assert list(demo.get_api_info()["named_endpoints"]) == ["/classify"]
+    assert list(demo.get_api_info()["named_endpoints"]) == ["/classify", "/classify_plant"]
     assert "fd-feedback" not in {getattr(block, "elem_id", None) for block in demo.blocks.values()}
     assert demo.flowerdemo_feedback is None
 
@@ -387,7 +405,8 @@ def test_switched_off_there_is_no_row_and_no_endpoint(tiny_classifier, monkeypat
 def test_the_page_takes_its_settings_as_an_argument(tiny_classifier, monkeypatch, tmp_path):
     monkeypatch.setenv("FLOWERDEMO_FEEDBACK", "maybe")  # never read: the settings are given
     off = ui.build_demo(lambda: tiny_classifier, settings=Settings(feedback=False))
-    assert list(off.get_api_info()["named_endpoints"]) == ["/classify"] and off.flowerdemo_feedback is None
+    assert list(off.get_api_info()["named_endpoints"]) == ["/classify", "/classify_plant"]
+    assert off.flowerdemo_feedback is None
     on = ui.build_demo(lambda: tiny_classifier, settings=Settings(feedback_dir=tmp_path / "answers",
                                                                   feedback_repo="me/fb"))
     consent = next(block for block in on.blocks.values() if getattr(block, "elem_id", None) == "fd-fb-consent")

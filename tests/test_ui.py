@@ -264,9 +264,9 @@ def test_model_panel(tiny_classifier, tiny_model_dir):
 # ---------------------------------------------------------------------------------------------------- API config
 
 
-def test_only_classify_and_feedback_are_exposed_and_the_first_output_is_the_label(demo):
+def test_only_classify_classify_plant_and_feedback_are_exposed_and_the_first_output_is_the_label(demo):
     info = demo.get_api_info()
-    assert list(info["named_endpoints"]) == ["/classify", "/feedback"]
+    assert list(info["named_endpoints"]) == ["/classify", "/classify_plant", "/feedback"]
     assert not info["unnamed_endpoints"]
     endpoint = info["named_endpoints"]["/classify"]
     assert [p["component"] for p in endpoint["parameters"]] == ["Image", "Slider"]
@@ -274,14 +274,17 @@ def test_only_classify_and_feedback_are_exposed_and_the_first_output_is_the_labe
     assert endpoint["returns"][0]["component"] == "Label"
     # Nothing else is callable by clients either ("undocumented" would still be callable).
     everything = demo.get_api_info(all_endpoints=True)
-    assert list(everything["named_endpoints"]) == ["/classify", "/feedback"]
+    assert list(everything["named_endpoints"]) == ["/classify", "/classify_plant", "/feedback"]
     public = [fn for fn in demo.fns.values() if fn.api_visibility != "private"]
-    assert [fn.api_name for fn in public] == ["classify", "feedback"]
+    assert [fn.api_name for fn in public] == ["classify", "classify_plant", "feedback"]
 
 
 def test_image_input_sources_and_queue(demo, monkeypatch):
     image = next(block for block in demo.blocks.values() if isinstance(block, gr.Image))
     assert set(image.sources) == {"upload", "clipboard", "webcam"}
+    # the webcam opens the back camera (a plant is photographed with it), unmirrored
+    assert image.webcam_options.constraints["video"]["facingMode"] == {"ideal": "environment"}
+    assert image.webcam_options.mirror is False
     label = next(block for block in demo.blocks.values() if isinstance(block, gr.Label))
     assert label.num_top_classes == ui.TOP_K
     assert demo._queue.default_concurrency_limit == ui.DEFAULT_CONCURRENCY
@@ -330,7 +333,7 @@ def test_torch_threads_share_the_cores_unless_omp_num_threads_is_set(monkeypatch
         torch.set_num_threads(before)
 
 
-def test_launched_app_limits_uploads_and_exposes_only_classify_and_feedback(monkeypatch):
+def test_launched_app_limits_uploads_and_exposes_only_classify_classify_plant_and_feedback(monkeypatch):
     import socket
 
     import httpx
@@ -350,7 +353,7 @@ def test_launched_app_limits_uploads_and_exposes_only_classify_and_feedback(monk
         config = httpx.get(f"{url}/config", timeout=30).json()
         assert config["max_file_size"] == 1024 and ".fd-figures" in config["css"]
         public = [d for d in config["dependencies"] if d.get("api_visibility") != "private"]
-        assert [d["api_name"] for d in public] == ["classify", "feedback"]
+        assert [d["api_name"] for d in public] == ["classify", "classify_plant", "feedback"]
     finally:
         demo.close()
 
@@ -380,9 +383,10 @@ def test_reference_thumbnails_cover_every_class_and_stay_small():
     total = 0
     for path in index.values():
         with Image.open(path) as picture:
-            assert picture.format == "JPEG" and 80 <= min(picture.size) <= 112
+            # twice the largest size the page shows them at (144 px, square), for 2x (phone) screens
+            assert picture.format == "JPEG" and picture.size == (288, 288)
         total += Path(path).stat().st_size
-    assert total < 2_000_000
+    assert total < 3_000_000
     assert ui.reference_items(["no such flower"]) == []
 
 

@@ -48,9 +48,20 @@ def decide(metadata, logits, embeddings, imagenet_logits=None, input_sharpness=N
             groups = metadata.photo_groups.assign(
                 metadata.photo_groups.scores(embeddings, scores.knn, _sharpness_or_ones(input_sharpness, count)))
         verdicts = metadata.gate.verdicts(scores, groups)
+    return decide_from_probabilities(metadata, probabilities, verdicts, groups, scores)
+
+
+def decide_from_probabilities(metadata, probabilities, verdicts: list, groups, scores: GateScores | None = None
+                              ) -> Decisions:
+    """The prediction sets and ranked answers for calibrated ``probabilities`` [B, K] whose verdicts and photo
+    groups are known: what :func:`decide` does after the verdict rule, and what a plant's combined probabilities
+    (``core.combine``) are answered with, so one photo and several get the same sets and rank rule."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    groups = np.asarray(groups, dtype=int)
+    count = len(probabilities)
     sets = metadata.prediction_sets.sets(probabilities, groups) if metadata.prediction_sets is not None else [None] * count
-    answers = ranked_answers(metadata, probabilities, verdicts, groups)
-    return Decisions(probabilities, verdicts, sets, answers, groups, scores)
+    answers = ranked_answers(metadata, probabilities, list(verdicts), groups)
+    return Decisions(probabilities, list(verdicts), sets, answers, groups, scores)
 
 
 def ranked_answers(metadata, probabilities: np.ndarray, verdicts: list, groups: np.ndarray) -> list[Answer]:

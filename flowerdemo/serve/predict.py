@@ -18,8 +18,10 @@ from PIL import Image
 from ..core.artifact import ModelLoadError, ModelMetadata, load_artifact, quiet_torchscript
 from .gradcam import contrast_maps, gradcam_maps
 from .hub import ModelSource, parse_source, resolve_model_file
-from ..core.decision import decide
+from ..core.combine import MAX_PHOTOS, PlantPhoto, combine
+from ..core.decision import decide, decide_from_probabilities
 from ..core.ranks import Answer
+from .plant import PlantExplanation, PlantPrediction, read_photos
 from ..core.verdict import Verdict, pooled_embedding, sharpness
 from ..core.preprocess import ImageSource, eval_transform, load_image, view_transform
 
@@ -215,11 +217,18 @@ class FlowerClassifier:
 
     def _predictions(self, features: torch.Tensor, logits: torch.Tensor, imagenet: torch.Tensor | None,
                      top_k: int, input_sharpness: np.ndarray | None = None) -> list[Prediction]:
+        return self._from_decisions(self._decide(features, logits, imagenet, input_sharpness), top_k)
+
+    def _decide(self, features, logits, imagenet, input_sharpness=None):
+        return decide(self.metadata, logits.float().numpy(), pooled_embedding(features).numpy(),
+                      None if imagenet is None else imagenet.float().numpy(), input_sharpness, self.ood_bank)
+
+    def _from_decisions(self, decided, top_k: int, looks_like: Sequence | None = None) -> list[Prediction]:
+        """Predictions from core.decision's Decisions; ``looks_like`` per row overrides the ImageNet view's name
+        (a plant's answer has no ImageNet view of its own) and leaves out the "not a flower" score."""
         if not 1 <= top_k:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         meta = self.metadata
-        decided = decide(meta, logits.float().numpy(), pooled_embedding(features).numpy(),
-                         None if imagenet is None else imagenet.float().numpy(), input_sharpness, self.ood_bank)
         probabilities = torch.as_tensor(decided.probabilities)
         values, indices = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
         scores = decided.scores
@@ -227,19 +236,80 @@ class FlowerClassifier:
         for row, (row_values, row_indices) in enumerate(zip(values.tolist(), indices.tolist())):
             verdict = decided.verdicts[row]
             in_set = decided.sets[row] if decided.sets[row] is not None else row_indices[:1]
+            if looks_like is not None:
+                seen_as, ood_score = looks_like[row], None
+            else:
+                seen_as = meta.imagenet_class_names[scores.imagenet_top[row]] if verdict is Verdict.NOT_A_FLOWER else None
+                ood_score = None if scores is None else float(scores.combined[row])
             results.append(Prediction(
                 top_k=tuple((self.class_names[i], float(p)) for i, p in zip(row_indices, row_values)),
                 class_indices=tuple(row_indices),
                 verdict=verdict,
                 prediction_set=tuple(self.class_names[i] for i in in_set) if _has_set(verdict) else (),
-                looks_like=(meta.imagenet_class_names[scores.imagenet_top[row]]
-                            if verdict is Verdict.NOT_A_FLOWER else None),
-                ood_score=None if scores is None else float(scores.combined[row]),
+                looks_like=seen_as,
+                ood_score=ood_score,
                 answer=decided.answers[row],
                 taxa=tuple(meta.taxonomy.taxa[i] for i in row_indices) if meta.taxonomy is not None else (),
                 group=None if meta.photo_groups is None else int(decided.groups[row]),
             ))
         return results
+
+    # ------------------------------------------------------------------------------- several photos, one plant
+
+    def predict_plant(self, images: Sequence[ImageSource], names: Sequence[str] | None = None,
+                      top_k: int = 5) -> PlantPrediction:
+        """One answer for one to five photos of the same plant (``core.combine`` has the rule): unreadable,
+        repeated and non-flower photos are left out and named. ``names``: how each photo is reported (default:
+        its file name). Raises EmptyPlantError when no photo can be used, ValueError for more than five."""
+        return self._plant(images, names, top_k, explain=False)
+
+    def explain_plant(self, images: Sequence[ImageSource], names: Sequence[str] | None = None,
+                      top_k: int = 5) -> PlantExplanation:
+        """:meth:`predict_plant` plus, for each photo it combines, the view the model saw and a Grad-CAM map of
+        the plant's top class in that photo."""
+        return self._plant(images, names, top_k, explain=True)
+
+    def _plant(self, images, names, top_k: int, explain: bool):
+        if len(images) > MAX_PHOTOS:
+            raise ValueError(f"at most {MAX_PHOTOS} photos of one plant, got {len(images)}")
+        read = read_photos(images, names)
+        first = {}  # digest -> index of its first photo: each distinct photo runs through the network once
+        for index, photo in enumerate(read):
+            if photo.picture is not None:
+                first.setdefault(photo.digest, index)
+        distinct = sorted(first.values())
+        predictions, decided, features = {}, None, None
+        if distinct:
+            with torch.inference_mode():
+                batch = torch.stack([self.transform(read[i].picture) for i in distinct])
+                features, imagenet = self._networks(batch)
+                decided = self._decide(features, self.module.head(features), imagenet, sharpness(batch))
+            predictions = dict(zip(distinct, self._from_decisions(decided, top_k)))
+        row_of = {index: row for row, index in enumerate(distinct)}
+        source = [None if p.picture is None else first[p.digest] for p in read]  # each photo's first copy
+        combined = combine([PlantPhoto(p.name, error=p.error) if s is None else
+                            PlantPhoto(p.name, decided.probabilities[row_of[s]], decided.verdicts[row_of[s]],
+                                       int(decided.groups[row_of[s]]), p.digest)
+                            for p, s in zip(read, source)])
+        if len(combined.used) == 1:
+            answer = predictions[combined.used[0]]  # one usable photo: exactly its own answer
+        else:
+            carrier = predictions[combined.carried_by]
+            together = decide_from_probabilities(self.metadata, combined.probabilities[None], [combined.verdict],
+                                                 [combined.group])
+            looks_like = carrier.looks_like if combined.verdict is Verdict.NOT_A_FLOWER else None
+            answer = self._from_decisions(together, top_k, looks_like=[looks_like])[0]
+        plant = PlantPrediction(answer, tuple(p.name for p in read),
+                                tuple(None if s is None else predictions[s] for s in source), combined.used,
+                                combined.left_out, combined.carried_by, combined.temperature)
+        if not explain:
+            return plant
+        top = int(np.argmax(combined.probabilities))
+        maps = [gradcam_maps(self.module.head, features[row_of[i]:row_of[i] + 1].clone(), [top])[0]
+                for i in combined.used]
+        return PlantExplanation(plant, tuple(self.view_transform(read[i].picture) for i in combined.used),
+                                np.stack(maps), tuple(float(decided.probabilities[row_of[i], top])
+                                                      for i in combined.used), read[combined.carried_by].picture)
 
 
 def _has_set(verdict: Verdict | None) -> bool:

@@ -35,6 +35,7 @@ class ResultState:
     photo: Any = None  # PIL image: the photo as classified (upright RGB), what a saved answer keeps
     top1: str | None = None
     prediction_set: tuple = ()
+    views: tuple = ()  # several photos of one plant: heatmap i is drawn over views[i] (else all over ``view``)
 
 
 def image_source(value: Any):
@@ -81,14 +82,27 @@ def render_overlays(state: ResultState | None, opacity: float) -> str:
     if not state:
         return ""
     opacity = min(1.0, max(0.0, float(opacity)))
-    return figures_html([(jpeg_data_url(overlay(state.view, heatmap, opacity)), caption)
-                         for heatmap, caption in zip(state.heatmaps, state.captions)], "Grad-CAM", inline=True)
+    views = state.views or (state.view,) * len(state.heatmaps)
+    return figures_html([(jpeg_data_url(overlay(view, heatmap, opacity)), caption)
+                         for view, heatmap, caption in zip(views, state.heatmaps, state.captions)], "Grad-CAM",
+                        inline=True)
 
 
 def references_html(names) -> str:
     """The bundled training-set photo of each candidate, served from its static path (no per-answer copy)."""
     return figures_html([(static_url(path), caption) for path, caption in reference_items(names)],
                         "Reference photo")
+
+
+def checked_opacity(opacity) -> float:
+    """The heatmap opacity an API client sent (None: the default); a gr.Error unless a number in [0, 1]."""
+    try:
+        opacity = DEFAULT_OPACITY if opacity is None else float(opacity)
+    except (TypeError, ValueError):
+        raise gr.Error(f"opacity must be a number in [0, 1], got {opacity!r}", print_exception=False) from None
+    if not 0.0 <= opacity <= 1.0:
+        raise gr.Error(f"opacity must be in [0, 1], got {opacity}", print_exception=False)
+    return opacity
 
 
 def make_classify(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_CLASSES):
@@ -103,12 +117,7 @@ def make_classify(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_C
         """Name the flower in a photo: the top classes with calibrated probabilities, a verdict, Grad-CAM
         overlays for the top 3 classes, and a training-set reference photo of each top class."""
         source = image_source(image)
-        try:
-            opacity = DEFAULT_OPACITY if opacity is None else float(opacity)
-        except (TypeError, ValueError):
-            raise gr.Error(f"opacity must be a number in [0, 1], got {opacity!r}", print_exception=False) from None
-        if not 0.0 <= opacity <= 1.0:
-            raise gr.Error(f"opacity must be in [0, 1], got {opacity}", print_exception=False)
+        opacity = checked_opacity(opacity)
         classifier = get_model(model)
         try:
             # Opened here, not inside explain(), so the answer can keep the very photo it is about.
@@ -167,7 +176,7 @@ def make_auto_classify(classify):
                 gr.update(value="", **update_props(references)), None)
 
     def auto_classify(image, opacity):
-        if image is None or image == "":
+        if image is None or image == "" or image == []:  # [] : a cleared list of files (several photos)
             return cleared(READY_MESSAGE)
         try:
             value, verdict, overlays, items, state = classify(image, opacity)

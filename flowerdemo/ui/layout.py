@@ -8,9 +8,12 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from ..core.combine import MAX_PHOTOS
 from ..serve.settings import Settings
 from .assets import EXAMPLES_DIR, REFERENCES_DIR, example_files
 from .events import make_auto_classify, make_classify, make_intro, make_model_info, rerender
+from .gradio_compat import PHONE_CSS, PHONE_HEAD, back_camera, tag_examples
+from .plant import make_classify_plant
 from .feedback import (NAME_MAX_LENGTH, FeedbackEvents, FeedbackSession, LazyStore, consent_markdown, destination,
                        not_right_button_text)
 from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, DISCLAIMER, READY_MESSAGE, TOP_K, example_label,
@@ -34,8 +37,10 @@ CSS = """
                         overflow-wrap: anywhere; }
 #fd-cams .fd-figures { grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); }
 #fd-feedback { padding: var(--size-2); }
+/* Touch targets: the "Is this right?" buttons at least 44 px high (40 px is the floor we test for). */
+#fd-feedback button { min-height: 44px; }
 .fd-feedback-failed { color: var(--error-text-color); }
-"""
+""" + PHONE_CSS
 
 
 def theme():
@@ -50,7 +55,8 @@ def launch_kwargs(settings: Settings | None = None, **overrides) -> dict:
     Server name and port are left to Gradio, which reads ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``.
     """
     settings = settings if settings is not None else Settings.from_env()
-    kwargs = {"theme": theme(), "css": CSS, "max_file_size": settings.max_file_size, "show_error": False}
+    kwargs = {"theme": theme(), "css": CSS, "head": PHONE_HEAD, "max_file_size": settings.max_file_size,
+              "show_error": False}
     kwargs.update(overrides)
     return kwargs
 
@@ -68,6 +74,7 @@ def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CA
     settings = settings if settings is not None else Settings.from_env()
     model = as_lazy(classifier_loader, settings)
     classify = make_classify(model, top_k, cam_classes)
+    classify_plant = make_classify_plant(model, top_k)
     with_feedback = feedback_store is not False and not (feedback_store is None and not settings.feedback)
     feedback = (FeedbackEvents(model, LazyStore.of(model, feedback_store, settings),
                                per_minute=settings.feedback_per_minute) if with_feedback else None)
@@ -78,17 +85,28 @@ def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CA
     # delete_cache: every 30 min, delete uploads and outputs older than 1 h from Gradio's cache (examples are kept).
     with gr.Blocks(title="Flower species recogniser", analytics_enabled=False, delete_cache=CACHE_LIFETIME) as demo:
         intro = gr.Markdown(intro_markdown(None), elem_id="fd-intro")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=300):
+        # elem_ids on the row and its columns: the phone layout (PHONE_CSS) reorders their parts.
+        with gr.Row(equal_height=False, elem_id="fd-main"):
+            with gr.Column(scale=1, min_width=300, elem_id="fd-photo-column"):
                 image = gr.Image(label="Flower photo", type="filepath", image_mode=None,
-                                 sources=["upload", "clipboard", "webcam"], height=300, elem_id="fd-image")
+                                 sources=["upload", "clipboard", "webcam"], height=300, elem_id="fd-image",
+                                 webcam_options=back_camera())
                 identify = gr.Button("Identify", variant="primary", elem_id="fd-identify")
+                # Several photos of one plant: beside the single photo, which stays the one-click default.
+                with gr.Accordion(f"Several photos of one plant? Add up to {MAX_PHOTOS}: blooms, leaves, the "
+                                  "whole plant", open=False, elem_id="fd-plant"):
+                    plant_files = gr.File(file_count="multiple", file_types=["image"], type="filepath",
+                                          label=f"Photos of one plant (1 to {MAX_PHOTOS})",
+                                          elem_id="fd-plant-files", height=140)
+                    identify_plant = gr.Button("Identify the plant", variant="primary",
+                                               elem_id="fd-plant-identify")
                 files = example_files()
                 examples = gr.Examples(examples=[[str(p)] for p in files], inputs=[image],
                                        example_labels=[example_label(p) for p in files], label="Examples",
                                        examples_per_page=12, cache_examples=False,
                                        api_visibility="private") if files else None
-            with gr.Column(scale=1, min_width=300):
+                tag_examples(examples, "fd-examples")
+            with gr.Column(scale=1, min_width=300, elem_id="fd-answer-column"):
                 verdict = gr.Markdown(READY_MESSAGE, label="Verdict", elem_id="fd-verdict", elem_classes=["fd-verdict"])
                 # No big heading: the verdict above already names the top class (or says it is not a flower).
                 label = gr.Label(num_top_classes=top_k, label="Top classes", show_heading=False, elem_id="fd-label")
@@ -121,12 +139,21 @@ def build_demo(classifier_loader=None, top_k: int = TOP_K, cam_classes: int = CA
         # gets flowerdemo's message (Gradio's own preprocessing would fail first with a generic error).
         api_trigger.click(classify, inputs=[image, opacity], outputs=outputs, api_name="classify", preprocess=False,
                           concurrency_id="model")
+        plant_api_trigger = gr.Button(visible=False, elem_id="fd-plant-api")
+        plant_api_trigger.click(classify_plant, inputs=[plant_files, opacity], outputs=outputs,
+                                api_name="classify_plant", preprocess=False, concurrency_id="model")
         # A new photo runs the model by itself. Not image.change: Gradio 6.31 fires that twice when an upload
         # replaces a photo. image.input fires once per upload, paste, webcam capture or clear; an example click
         # only sets the value, so it gets its own follow-up event.
         auto = dict(fn=make_auto_classify(classify), inputs=[image, opacity], outputs=outputs, preprocess=False,
                     api_visibility="private", concurrency_id="model")
         answered = [identify.click(**auto), image.input(**auto)]
+        # scroll_to_output: on a phone the plant's photos are added below the answer, which would appear
+        # off screen; the page scrolls up to it (Gradio scrolls to the topmost output, the verdict).
+        plant = dict(auto, fn=make_auto_classify(classify_plant), inputs=[plant_files, opacity],
+                     scroll_to_output=True)
+        # upload: the files chosen at once; clear (the x): back to "add a photo", no stale answer
+        answered += [identify_plant.click(**plant), plant_files.upload(**plant), plant_files.clear(**plant)]
         if examples is not None:
             answered.append(examples.load_input_event.then(**auto))
         if feedback is not None:
