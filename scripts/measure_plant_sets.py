@@ -3,7 +3,7 @@ temperature fitted, the product and the mean of log-probabilities (``flowerdemo.
 
 Sets of n photos of one class are drawn at random (seeded) from a collection: Flowers-102 ``val`` (the photos
 the one-photo temperature and sets were fitted on) or ``test``, and ``elsewhere`` (photos from other collections
-of known species: /work/shared/data/elsewhere). Every photo goes through the model's own rules
+of known species: DATA/elsewhere, kind "known"). Every photo goes through the model's own rules
 (``core.decision.decide``: calibrated probabilities, verdict, photo group), the photos of a set are combined by
 ``core.combine.combine`` and answered with the same prediction sets (``decide_from_probabilities``). The set
 temperature is fitted by log-likelihood on ``--fit-on`` (default val) and reported beside the shipped rule.
@@ -11,7 +11,9 @@ temperature is fitted by log-likelihood on ``--fit-on`` (default val) and report
 The network's raw outputs per photo (logits, pooled embedding, ImageNet logits, sharpness) are computed once
 and kept in ``--cache DIR/<collection>.npz`` (same layout as runs/extract.py writes).
 
-    python scripts/measure_plant_sets.py --collections val elsewhere --draws 2000 --cache /tmp/plant-outputs
+    python scripts/measure_plant_sets.py --data DATA --collections val test elsewhere --draws 2000 --cache CACHE
+
+DATA holds ``flowers102/`` (labels.csv: filename,label,split; images/) and ``elsewhere/`` (labels.csv, images/).
 """
 from __future__ import annotations
 
@@ -33,17 +35,16 @@ from flowerdemo.core.decision import decide, decide_from_probabilities  # noqa: 
 from flowerdemo.core.preprocess import eval_transform, load_image  # noqa: E402
 from flowerdemo.core.verdict import Verdict, pooled_embedding, sharpness  # noqa: E402
 
-DATA = Path("/work/shared/data")
 
 
-def collection_items(name: str, class_names) -> tuple[list[str], np.ndarray]:
+def collection_items(data: Path, name: str, class_names) -> tuple[list[str], np.ndarray]:
     """(image paths, label indices) of a collection; ``elsewhere``: its photos of known species only."""
     if name in ("val", "test", "train"):
-        rows = [r for r in csv.DictReader(open(DATA / "flowers102" / "labels.csv")) if r["split"] == name]
-        return [str(DATA / "flowers102" / "images" / r["filename"]) for r in rows], np.array([int(r["label"]) for r in rows])
-    rows = [r for r in csv.DictReader(open(DATA / name / "labels.csv")) if r["kind"] == "known"]
+        rows = [r for r in csv.DictReader(open(data / "flowers102" / "labels.csv")) if r["split"] == name]
+        return [str(data / "flowers102" / "images" / r["filename"]) for r in rows], np.array([int(r["label"]) for r in rows])
+    rows = [r for r in csv.DictReader(open(data / name / "labels.csv")) if r["kind"] == "known"]
     index = {n: i for i, n in enumerate(class_names)}
-    return ([str(DATA / name / "images" / r["filename"]) for r in rows],
+    return ([str(data / name / "images" / r["filename"]) for r in rows],
             np.array([index[r["class_name"]] for r in rows]))
 
 
@@ -106,6 +107,8 @@ def measure(meta, decided, labels, sets, tau_of) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True,
+                        help="the folder holding flowers102/ (labels.csv, images/) and elsewhere/ (labels.csv, images/)")
     parser.add_argument("--model", default=str(ROOT / "weights" / "model.pt"))
     parser.add_argument("--collections", nargs="+", default=["val", "elsewhere"])
     parser.add_argument("--fit-on", default="val", help="the collection the set temperature is fitted on")
@@ -119,7 +122,7 @@ def main(argv=None) -> int:
     bank = module.ood_bank.float() if meta.gate is not None else None
     decided_by, labels_by = {}, {}
     for name in dict.fromkeys([args.fit_on, *args.collections]):
-        paths, labels = collection_items(name, meta.class_names)
+        paths, labels = collection_items(args.data, name, meta.class_names)
         raw = raw_outputs(module, meta, paths, args.cache, name)
         decided_by[name] = decide(meta, raw["logits"], raw["emb"], raw["imagenet"], raw["sharp"], bank)
         labels_by[name] = labels

@@ -18,7 +18,7 @@ The rule, given each photo's calibrated probabilities [K], verdict and photo gro
   temperature was fitted on) the set temperature is degenerate: the model names 98.4% of those photos right on
   their own, every set of two is right, and the fit sharpens (tau 0.91 for n = 2, 0.45 for n = 3), which would
   be over-confident anywhere else. On 3,363 photos of known species from other collections (Oxford-17, Flickr;
-  /work/shared/data/elsewhere) one photo's sets hold the right species 91.7% of the time; the product's sets of
+  DATA/elsewhere) one photo's sets hold the right species 91.7% of the time; the product's sets of
   2 and 3 photos 92.4% and 91.8%, the mean's 96.0% and 96.6% (sizes 1.27 and 1.23 against one photo's 1.45).
   Photos of one plant share their lighting, season and camera, so their errors are far from independent; the
   mean keeps one photo's calibration when the photos repeat each other and errs on the side of larger sets when
