@@ -17,7 +17,8 @@ from ..core.combine import MAX_PHOTOS, EmptyPlantError
 from ..core.names import display_name
 from ..core.verdict import Verdict
 from .events import ResultState, checked_opacity, image_source, photo_to_keep, references_html, render_overlays
-from .presenters import NO_IMAGE_TITLE, TOP_K, UNREADABLE_TITLE, label_value, percent, verdict_markdown
+from .presenters import (DEFAULT_OPACITY, NO_IMAGE_TITLE, TOP_K, UNREADABLE_TITLE, label_value, percent,
+                         verdict_markdown)
 from .runtime import LazyModel, get_model
 
 NO_PHOTOS_MESSAGE = f"Add one to {MAX_PHOTOS} photos of the same plant: a bloom, another bloom, the whole plant."
@@ -89,7 +90,7 @@ def plant_verdict_markdown(plant, set_level: float | None = None) -> str:
 def make_classify_plant(model: LazyModel, top_k: int = TOP_K):
     """The ``/classify_plant`` callback: (files, opacity) -> (label, verdict, heatmaps, references, state)."""
 
-    def classify_plant(files, opacity: float = 0.5):
+    def classify_plant(files, opacity: float = DEFAULT_OPACITY):
         """Name a plant from one to five photos of it: one answer (top classes, verdict), a heatmap of the
         answer in each photo, the photo that carried it, and the photos left out (unreadable, repeated, not a
         flower) named in the verdict."""
