@@ -22,8 +22,9 @@ The rule, given each photo's calibrated probabilities [K], verdict and photo gro
   2 and 3 photos 92.4% and 91.8%, the mean's 96.0% and 96.6% (sizes 1.27 and 1.23 against one photo's 1.45).
   Photos of one plant share their lighting, season and camera, so their errors are far from independent; the
   mean keeps one photo's calibration when the photos repeat each other and errs on the side of larger sets when
-  they do not. The top class, and so the top-1 gain (there 83.3% -> 90.7% -> 91.2% for 1, 2, 3 photos), is the
-  same for every tau. A temperature fitted per photo group, on photos from elsewhere, is left for an exporter.
+  they do not. The top class, and so the top-1 gain (there 83.3% -> 90.7% -> 91.2% for 1, 2, 3 photos; on the
+  Flowers-102 test split 95.8% -> 99.1% -> 99.8%, sets holding the species 98.9% -> 99.9%), is the same for
+  every tau. A temperature fitted per photo group, on photos from elsewhere, is left for an exporter.
 - The verdict, from the flower photos: too small to judge when every one of them is; otherwise a known
   species when at least half of the judged ones (not too small) say so, else a flower it does not know (a
   close-up of a leaf may look unknown beside a photo of the bloom). A model without a verdict rule: None.
