@@ -3,7 +3,7 @@ temperature fitted, the product and the mean of log-probabilities (``flowerdemo.
 
 Sets of n photos of one class are drawn at random (seeded) from a collection: Flowers-102 ``val`` (the photos
 the one-photo temperature and sets were fitted on) or ``test``, and ``elsewhere`` (photos from other collections
-of known species: DATA/elsewhere, kind "known"). Every photo goes through the model's own rules
+of known species: DATA/elsewhere, kind "known", its test share by the recipe's default field split). Every photo goes through the model's own rules
 (``core.decision.decide``: calibrated probabilities, verdict, photo group), the photos of a set are combined by
 ``core.combine.combine`` and answered with the same prediction sets (``decide_from_probabilities``). The set
 temperature is fitted by log-likelihood on ``--fit-on`` (default val) and reported beside the shipped rule.
@@ -34,15 +34,18 @@ from flowerdemo.core.combine import PlantPhoto, combine, fit_set_temperature, se
 from flowerdemo.core.decision import decide, decide_from_probabilities  # noqa: E402
 from flowerdemo.core.preprocess import eval_transform, load_image  # noqa: E402
 from flowerdemo.core.verdict import Verdict, pooled_embedding, sharpness  # noqa: E402
+from flowerdemo.training.field import FieldSplit  # noqa: E402
 
 
 
 def collection_items(data: Path, name: str, class_names) -> tuple[list[str], np.ndarray]:
-    """(image paths, label indices) of a collection; ``elsewhere``: its photos of known species only."""
+    """(image paths, label indices) of a collection; ``elsewhere``: its test share's photos of known species."""
     if name in ("val", "test", "train"):
         rows = [r for r in csv.DictReader(open(data / "flowers102" / "labels.csv")) if r["split"] == name]
         return [str(data / "flowers102" / "images" / r["filename"]) for r in rows], np.array([int(r["label"]) for r in rows])
-    rows = [r for r in csv.DictReader(open(data / name / "labels.csv")) if r["kind"] == "known"]
+    # only the test share (the model trained on the train share and was calibrated on the calibration share)
+    rows = [r for r in csv.DictReader(open(data / name / "labels.csv"))
+            if r["kind"] == "known" and FieldSplit().part(r["filename"]) == "test"]
     index = {n: i for i, n in enumerate(class_names)}
     return ([str(data / name / "images" / r["filename"]) for r in rows],
             np.array([index[r["class_name"]] for r in rows]))

@@ -2,8 +2,10 @@
 groups, rank rule, per-group thresholds), gives the same ``predict --json`` and the same ``/classify`` label and
 verdict as the code before it did on the examples and a few photos from elsewhere.
 
-``tests/data/parity/*_before.json*`` were written by the code at commit e0f6e19 (before the layout change) with
-the same network, temperature, verdict rule and prediction sets.
+``tests/data/parity/*_before.json*`` were written by the code at commit e0f6e19 (before the layout change) reading
+the bundled ``weights/model.pt`` (that code ignores the metadata keys added since), so they hold the same network,
+temperature, verdict rule and prediction sets. A new bundled model needs them written again the same way
+(``git worktree add /tmp/before e0f6e19``, then its ``predict --json --model weights`` and ``make_classify``).
 """
 from __future__ import annotations
 
