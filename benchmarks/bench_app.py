@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def example_images() -> list[str]:
-    """examples/*.jpg, sorted; falls back to a few flowers102 images when the examples folder is empty."""
+    """examples/*.jpg, sorted (the repository ships them; --image names another photo)."""
     found = sorted(glob.glob(str(ROOT / "examples" / "*.jpg")))
     if not found:
-        found = sorted(glob.glob("/work/shared/data/flowers102/images/*.jpg"))[:10]
+        raise SystemExit("no examples/*.jpg: give --image PATH")
     return found
 
 

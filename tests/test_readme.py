@@ -63,3 +63,13 @@ def test_the_page_shows_the_same_test_accuracy_as_the_readme(bundled):
     assert f"top-1 **{percent(top1)}**" in model_markdown(bundled)
     readme_top1 = re.search(r"\| Flowers-102 test: top-1 / top-5 \| ([\d.]+)%", README).group(1)
     assert abs(float(readme_top1) - 100 * top1) < 0.005
+
+
+def test_the_model_history_names_the_bundled_model_file():
+    # a new bundled model without its history entry fails here, so the page cannot go stale silently
+    import hashlib
+
+    digest = hashlib.sha256((ROOT / "weights" / "model.pt").read_bytes()).hexdigest()[:12]
+    history = (ROOT / "docs" / "model-history.md").read_text(encoding="utf-8")
+    current = [line for line in history.splitlines() if line.startswith("## Current bundled model")]
+    assert len(current) == 1 and f"SHA-256 `{digest}" in current[0]

@@ -143,7 +143,10 @@ def main(args) -> dict:
     taxonomy = bundled_taxonomy(class_names)
     groups, ranks = None, None
     if taxonomy is not None:
-        targets = RuleTargets(accuracy=tuple(args.rank_accuracy))
+        # the unknown-species caps per group are the verdict rule's own targets: group 0 (like the training
+        # photos) keeps --unknown-accept of its known flowers, the shifted groups --unknown-species-accept
+        caps = (1.0 - args.unknown_accept,) + (1.0 - args.unknown_species_accept,) * (RuleTargets.groups - 1)
+        targets = RuleTargets(accuracy=tuple(args.rank_accuracy), known_called_unknown=caps)
         groups, ranks, sets, gate, fit_reports["conditional_rules_fit"] = fit_conditional_rules(
             pool, bank, temperature, gate, sets, taxonomy, targets)
     print_fit_summary(temperature, sets, fit_reports)
