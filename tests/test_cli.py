@@ -165,6 +165,7 @@ def test_folder_without_images_exits_2(capsys, tiny_model_dir, tmp_path):
     assert code == 2 and "no images" in err
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point(tmp_path, good_dir):
     """The real entry point: exit 2 and a one-line message, no traceback, for a model that is not there."""
     completed = subprocess.run(

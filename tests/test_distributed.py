@@ -16,6 +16,8 @@ from flowerdemo.training.distributed import Processes
 from flowerdemo.training.recipe import Recipe
 from flowerdemo.core.preprocess import PreprocessConfig
 
+pytestmark = pytest.mark.slow  # trains, exports or spawns processes: not for day-to-day runs
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

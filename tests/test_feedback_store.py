@@ -294,6 +294,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_kill_minus_9_mid_save_loses_no_confirmed_record(tmp_path):
     folder = tmp_path / "fb"
     code = SAVE_LOOP.format(root=str(ROOT), folder=str(folder))
@@ -328,6 +329,7 @@ def test_kill_minus_9_mid_save_loses_no_confirmed_record(tmp_path):
 
 # --- concurrency ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_16_threads_saving_800_photos_lose_duplicate_and_interleave_nothing(store):
     threads, per_thread = 16, 50
     results: dict[str, tuple[str, str]] = {}

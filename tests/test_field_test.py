@@ -141,6 +141,7 @@ TINY_ROWS = [(f"{source}__{name}_{index}.jpg", source, kind, name, accept)
                                         ("unknown", "snowdrop", ""))]
 
 
+@pytest.mark.slow
 def test_cli_field_test_on_the_tiny_model_gives_the_apps_answers(tmp_path, tiny_model_dir, classifier, capsys):
     folder = write_field_folder(tmp_path / "elsewhere", TINY_ROWS)
     output = tmp_path / "report.json"

@@ -66,6 +66,7 @@ def test_random_bytes(classifier, data):
 
 @FUZZ
 @given(data=encoded_images())
+@pytest.mark.slow
 def test_random_small_images_are_classified(classifier, data):
     assert outcome(classifier, data) == "ok"
 

@@ -16,6 +16,8 @@ from flowerdemo.core.artifact import load_artifact
 from flowerdemo.training.models import PretrainedWeightsError, create_model
 from flowerdemo.serve.predict import FlowerClassifier
 
+pytestmark = pytest.mark.slow  # trains, exports or spawns processes: not for day-to-day runs
+
 ARCH = "test_convnext"  # timm's 0.3 M-parameter ConvNeXt: 160 px, bicubic, mean = std = 0.5, crop_pct 0.95
 
 

@@ -19,6 +19,8 @@ from flowerdemo.core.preprocess import eval_transform
 
 from conftest import CLASSES, write_image_tree
 
+pytestmark = pytest.mark.slow  # trains, exports or spawns processes: not for day-to-day runs
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

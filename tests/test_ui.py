@@ -358,6 +358,7 @@ def test_launched_app_limits_uploads_and_exposes_only_classify_classify_plant_an
         demo.close()
 
 
+@pytest.mark.slow
 def test_importing_app_does_not_load_the_model():
     """A model that cannot be loaded must not break `import app`: loading waits for the first request."""
     code = ("import sys, app; "
