@@ -33,7 +33,8 @@ from flowerdemo.core.artifact import load_artifact  # noqa: E402
 from flowerdemo.core.combine import PlantPhoto, combine, fit_set_temperature, set_temperature  # noqa: E402
 from flowerdemo.core.decision import decide, decide_from_probabilities  # noqa: E402
 from flowerdemo.core.preprocess import eval_transform, load_image  # noqa: E402
-from flowerdemo.core.verdict import Verdict, pooled_embedding, sharpness  # noqa: E402
+from flowerdemo.core.verdict import Verdict  # noqa: E402
+from flowerdemo.core.gate import pooled_embedding, sharpness  # noqa: E402
 from flowerdemo.training.field import FieldSplit  # noqa: E402
 
 

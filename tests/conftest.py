@@ -36,7 +36,7 @@ class TinyImageNetView(torch.nn.Module):
 
 
 def tiny_gate(imagenet_classes: int = len(TINY_IMAGENET), **overrides):
-    from flowerdemo.core.verdict import FlowerGate
+    from flowerdemo.core.gate import FlowerGate
 
     values = dict(knn_k=3, imagenet_weights=tuple([0.5] * imagenet_classes), knn_weight=4.0, bias=-1.0,
                   reject_threshold=0.0, knn_reject_threshold=0.9, unknown_threshold=0.8, plant_like=(1, 3))
@@ -52,7 +52,7 @@ def build_tiny_artifact(folder: Path, class_names=TINY_CLASSES, with_gate: bool 
     from flowerdemo.core.conformal import ConformalSets
     from flowerdemo.training.scripting import save_model, script_model
     from flowerdemo.training.models import create_model
-    from flowerdemo.core.verdict import normalize
+    from flowerdemo.core.gate import normalize
     from flowerdemo.core.preprocess import PreprocessConfig
 
     torch.manual_seed(seed)

@@ -10,7 +10,7 @@ from flowerdemo.core.decision import calibrated_probabilities
 from flowerdemo.training import metrics
 from flowerdemo.training.fitting.temperature import fit_temperature
 from flowerdemo.serve.gradcam import colorize, contrast_maps, gradcam_maps, overlay
-from flowerdemo.core.verdict import knn_distance
+from flowerdemo.core.gate import knn_distance
 from flowerdemo.training.fitting.gate import fpr_at_tpr, threshold_at_acceptance, threshold_with_widest_margin
 from flowerdemo.core.preprocess import PreprocessConfig, PreprocessConfigError
 

@@ -364,6 +364,7 @@ def test_importing_app_does_not_load_the_model():
     code = ("import sys, app; "
             "assert not app.demo.flowerdemo_model.loaded; "
             "assert 'flowerdemo.serve.predict' not in sys.modules, 'import pulled in the model code'; "
+            "assert 'torch' not in sys.modules, 'import pulled in torch: the first page would wait for it'; "
             "print('ok')")
     env = dict(os.environ, FLOWERDEMO_MODEL=str(ROOT / "no-such-model"), GRADIO_ANALYTICS_ENABLED="False")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,

@@ -13,7 +13,7 @@ from flowerdemo.core.conformal import ConformalConfigError, ConformalSets
 from flowerdemo.training.fitting.conformal import coverage_and_size, fit_conformal, select_penalty, true_class_scores
 from flowerdemo.training.engine import Outputs
 from flowerdemo.training.fitting.verdict_rule import GateTargets, fit_gate
-from flowerdemo.core.verdict import FlowerGate, GateConfigError, PLANT_LIKE_WNIDS, plant_like_indices
+from flowerdemo.core.gate import FlowerGate, GateConfigError, PLANT_LIKE_WNIDS, plant_like_indices
 from flowerdemo.training.fitting.gate import fit_logistic, out_of_fold_scores
 from flowerdemo.training.metrics import roc_auc
 
@@ -82,7 +82,7 @@ def test_a_photo_too_small_to_judge_is_too_small_not_rejected_on_the_ordinary_ev
 def test_downscaled_photo_has_too_little_detail_and_the_original_enough():
     from PIL import Image
 
-    from flowerdemo.core.verdict import sharpness
+    from flowerdemo.core.gate import sharpness
     from flowerdemo.core.preprocess import PreprocessConfig, eval_transform, load_image
     from conftest import ROOT
 

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from .conformal import ConformalConfigError, ConformalSets
-from .verdict import FlowerGate, GateConfigError
+from .model_file import METADATA_FILE, MODEL_FILE, ModelLoadError
+from .gate import FlowerGate, GateConfigError
 from .preprocess import PreprocessConfig, PreprocessConfigError
 from .ranks import PhotoGroups, RankConfigError, RankRule
 from .taxonomy import Taxonomy, TaxonomyError
@@ -27,8 +28,6 @@ from .taxonomy import Taxonomy, TaxonomyError
 # 2: the verdict rule (ImageNet view + k-NN), prediction sets and ImageNet class names replace format 1's
 # single-score "ood" rule. Format 1 files are refused with the command that upgrades them.
 FORMAT_VERSION = 2
-METADATA_FILE = "flowerdemo.json"
-MODEL_FILE = "model.pt"
 REQUIRED_METHODS = ("forward", "features", "head")
 GATE_METHODS = ("imagenet_logits",)
 REEXPORT_HINT = (
@@ -37,8 +36,6 @@ REEXPORT_HINT = (
 TEST_TIME_AUGMENTATIONS = ("none", "hflip_mean")
 
 
-class ModelLoadError(RuntimeError):
-    """A model file is missing, not TorchScript, or its metadata is missing or inconsistent."""
 
 
 @dataclass(frozen=True)

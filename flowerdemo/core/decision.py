@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from .ranks import NO_ANSWER, Answer, Rank, RollUp
-from .verdict import GateScores, Verdict
+from .verdict import Verdict
+from .gate import GateScores
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.artifact import MODEL_FILE, ModelLoadError
+from ..core.model_file import MODEL_FILE, ModelLoadError
 from .settings import ENV_MODEL, ENV_MODEL_SHA256, Settings, SettingsError
 
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[2] / "weights"

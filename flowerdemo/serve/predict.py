@@ -22,7 +22,8 @@ from ..core.combine import MAX_PHOTOS, PlantPhoto, combine
 from ..core.decision import decide, decide_from_probabilities
 from ..core.ranks import Answer
 from .plant import PlantExplanation, PlantPrediction, read_photos
-from ..core.verdict import Verdict, pooled_embedding, sharpness
+from ..core.verdict import Verdict
+from ..core.gate import pooled_embedding, sharpness
 from ..core.preprocess import ImageSource, eval_transform, load_image, view_transform
 
 

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.preprocess import PreprocessConfig
-from ..core.verdict import pooled_embedding, sharpness
+from ..core.gate import pooled_embedding, sharpness
 from .data import Sample, eval_loader
 
 Stage = Callable[[torch.Tensor], torch.Tensor]

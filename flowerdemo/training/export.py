@@ -29,7 +29,8 @@ from ..core.artifact import MODEL_FILE, ModelLoadError, ModelMetadata, load_arti
 from ..core.conformal import ConformalSets
 from ..core.preprocess import PreprocessConfig
 from ..core.taxonomy import Taxonomy, TaxonomyError
-from ..core.verdict import FlowerGate, Verdict, normalize
+from ..core.verdict import Verdict
+from ..core.gate import FlowerGate, normalize
 from .checkpoints import CheckpointError
 from .cost import measure_cost
 from .data import (DataSource, DatasetLayoutError, Sample, add_data_arguments, eval_loader, nonflower_photos,

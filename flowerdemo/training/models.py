@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..core.preprocess import INTERPOLATIONS, PreprocessConfig
-from ..core.verdict import plant_like_indices
+from ..core.gate import plant_like_indices
 from .recipe import RecipeError
 
 # The TF Lite weights expect inputs scaled to [-1, 1]; our preprocessing uses ImageNet mean/std, and the

@@ -11,7 +11,6 @@ import numpy as np
 
 from ..core.preprocess import InvalidImageError, load_image
 from ..core.verdict import Verdict
-from ..serve.gradcam import overlay
 from .assets import reference_items, static_url
 from .gradio_compat import update_props
 from .presenters import (CAM_CLASSES, DEFAULT_OPACITY, NO_IMAGE_MESSAGE, NO_IMAGE_TITLE, READY_MESSAGE, TOP_K,
@@ -79,6 +78,8 @@ def maps_to_show(explanation) -> Any:
 
 def render_overlays(state: ResultState | None, opacity: float) -> str:
     """The stored Grad-CAM maps over the photo at this opacity, with their captions, as inline HTML."""
+    # heavy (torch): imported with the first answer, so importing the app serves the page before torch loads
+    from ..serve.gradcam import overlay
     if not state:
         return ""
     opacity = min(1.0, max(0.0, float(opacity)))

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from ..core.artifact import ModelLoadError
+from ..core.model_file import ModelLoadError
 from ..feedback import FeedbackError
 from ..serve import hub
 from ..serve.settings import Settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...core.conformal import ConformalSets
-from ...core.verdict import FlowerGate
+from ...core.gate import FlowerGate
 from ..engine import Outputs
 from .conformal import fit_prediction_sets
 from .pool import CalibrationPool

@@ -16,7 +16,7 @@ from ...core.conformal import ConformalSets, ranked_scores
 from ...core.decision import calibrated_probabilities
 from ...core.ranks import RANKS, PhotoGroups, Rank, RankRule, RollUp, shift_features
 from ...core.taxonomy import Taxonomy
-from ...core.verdict import FlowerGate, knn_distance
+from ...core.gate import FlowerGate, knn_distance
 from .gate import fit_logistic, out_of_fold_scores
 from .pool import CalibrationPool
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ...core.verdict import FlowerGate, Verdict, knn_distance, log_softmax_np
+from ...core.verdict import Verdict
+
+from ...core.gate import FlowerGate, knn_distance, log_softmax_np
 from ..engine import Outputs
 from ..errors import ExportError
 from ...core.decision import calibrated_probabilities
