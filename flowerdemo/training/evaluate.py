@@ -33,6 +33,7 @@ from .field import (ANSWERED_KINDS, FIELD_PARTS, LABELS_FILE, FieldSample, Field
                     read_feedback_samples, read_field_labels)
 from .field_report import FieldReport, PhotoAnswer, field_report, format_field_report, verdict_shares
 from .answer_report import answer_figures
+from .fitting.conformal import set_figures
 from .fitting.gate import fpr_at_tpr
 from .metrics import (confusion_matrix, expected_calibration_error, macro_f1, most_confused_pairs,
                       negative_log_likelihood, per_class_accuracy, per_class_f1, reliability_bins, roc_auc,
@@ -171,13 +172,6 @@ def evaluate_field(model, folder: str, labels_file: str | None = None, part: str
 def group_names(metadata) -> tuple:
     return metadata.photo_groups.names if metadata.photo_groups is not None else ()
 
-
-def set_figures(sets, labels, level: float) -> dict:
-    """Coverage and size of the sets the model gave (each photo with its own group's threshold)."""
-    sizes = np.array([len(s) for s in sets])
-    covered = np.array([int(label) in set(int(c) for c in s) for s, label in zip(sets, labels)])
-    return {"level": level, "coverage": float(covered.mean()), "mean_size": float(sizes.mean()),
-            "singletons": float((sizes == 1).mean()), "max_size": int(sizes.max()), "images": int(len(sizes))}
 
 
 def rule_parts_report(gate, flowers, others) -> dict:

@@ -124,7 +124,7 @@ def read_field_labels(folder: str | Path, labels_file: str | Path | None = None)
     return samples
 
 
-FEEDBACK_KINDS = {"known": "known", "other": "unknown", NOT_A_FLOWER: NOT_A_FLOWER}  # feedback label kind -> kind
+FEEDBACK_KINDS = {"known": "known", "other": UNKNOWN, NOT_A_FLOWER: NOT_A_FLOWER}  # feedback label kind -> kind
 
 
 def is_feedback_store(folder: str | Path) -> bool:

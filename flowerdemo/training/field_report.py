@@ -20,7 +20,7 @@ from typing import Sequence
 from ..core.ranks import Answer
 from ..core.verdict import Verdict
 from .answer_report import answer_figures, format_answers, named_as_species
-from .field import ANSWERED_KINDS, FIELD_KINDS, NOT_A_FLOWER, FieldSample
+from .field import ANSWERED_KINDS, FIELD_KINDS, NOT_A_FLOWER, UNKNOWN, FieldSample
 
 OVERALL = "all"  # the name of the group that holds every source
 SPECIES_ROWS = Verdict.SPECIES.value  # the JSON key of a group's per-species rows (not a verdict; the same word)
@@ -158,12 +158,12 @@ def group_figures(name: str, rows: list, class_index: dict, group_names: Sequenc
         top1=_share(_hits(answered, 1)), top5=_share(_hits(answered, 5)),
         coverage=_share(covered) if covered is not None else None, mean_set_size=_mean(sizes),
         verdicts=_verdict_mix([a for _, a in answered]),
-        unknown_species=_verdict_mix([a for s, a in rows if s.kind == "unknown"]),
+        unknown_species=_verdict_mix([a for s, a in rows if s.kind == UNKNOWN]),
         not_a_flower=_verdict_mix([a for s, a in rows if s.kind == NOT_A_FLOWER]),
         species=_species_rows(rows, class_index),
         answers=answer_figures([accepted for accepted, _ in answered], [a.answer for _, a in answered],
                                [a.prediction_set for _, a in answered], [a.group for _, a in answered], group_names),
-        unknown_named=named_as_species([a.answer for s, a in rows if s.kind == "unknown"]))
+        unknown_named=named_as_species([a.answer for s, a in rows if s.kind == UNKNOWN]))
 
 
 def field_report(samples: Sequence[FieldSample], answers: Sequence[PhotoAnswer], class_names: Sequence[str], *,

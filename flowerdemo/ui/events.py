@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +107,19 @@ def checked_opacity(opacity) -> float:
     return opacity
 
 
+@contextmanager
+def page_errors(*unreadable: type):
+    """What the person gave cannot be answered: a photo that cannot be read (``unreadable``) becomes a message
+    under its own title, any other bad value a plain one; both as ``gr.Error``, never a traceback. /classify and
+    /classify_plant translate the same way."""
+    try:
+        yield
+    except unreadable as error:
+        raise gr.Error(str(error), title=UNREADABLE_TITLE, print_exception=False) from None
+    except ValueError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+
+
 def make_classify(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_CLASSES):
     """The ``/classify`` callback: (image, opacity) -> (label, verdict, Grad-CAM gallery, references, state).
 
@@ -120,14 +134,10 @@ def make_classify(model: LazyModel, top_k: int = TOP_K, cam_classes: int = CAM_C
         source = image_source(image)
         opacity = checked_opacity(opacity)
         classifier = get_model(model)
-        try:
+        with page_errors(InvalidImageError):
             # Opened here, not inside explain(), so the answer can keep the very photo it is about.
             photo = load_image(source)
             explanation = classifier.explain(photo, top_k=top_k, cam_classes=cam_classes)
-        except InvalidImageError as error:
-            raise gr.Error(str(error), title=UNREADABLE_TITLE, print_exception=False) from None
-        except ValueError as error:
-            raise gr.Error(str(error), print_exception=False) from None
         prediction = explanation.prediction
         sets = getattr(getattr(classifier, "metadata", None), "prediction_sets", None)
         references = references_html([name for name, _ in prediction.top_k])

@@ -16,8 +16,9 @@ import gradio as gr
 from ..core.combine import MAX_PHOTOS, EmptyPlantError
 from ..core.names import display_name
 from ..core.verdict import Verdict
-from .events import ResultState, checked_opacity, image_source, photo_to_keep, references_html, render_overlays
-from .presenters import (DEFAULT_OPACITY, NO_IMAGE_TITLE, TOP_K, UNREADABLE_TITLE, label_value, percent,
+from .events import (ResultState, checked_opacity, image_source, page_errors, photo_to_keep, references_html,
+                     render_overlays)
+from .presenters import (DEFAULT_OPACITY, NO_IMAGE_TITLE, TOP_K, label_value, percent,
                          verdict_markdown)
 from .runtime import LazyModel, get_model
 
@@ -97,12 +98,8 @@ def make_classify_plant(model: LazyModel, top_k: int = TOP_K):
         sources, names = plant_sources(files)
         opacity = checked_opacity(opacity)
         classifier = get_model(model)
-        try:
+        with page_errors(EmptyPlantError):
             explanation = classifier.explain_plant(sources, names=names, top_k=top_k)
-        except EmptyPlantError as error:
-            raise gr.Error(str(error), title=UNREADABLE_TITLE, print_exception=False) from None
-        except ValueError as error:
-            raise gr.Error(str(error), print_exception=False) from None
         plant = explanation.plant
         prediction = plant.prediction
         sets = getattr(getattr(classifier, "metadata", None), "prediction_sets", None)

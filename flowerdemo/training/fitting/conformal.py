@@ -24,20 +24,29 @@ def fit_conformal(probabilities: np.ndarray, labels: np.ndarray, level: float = 
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     probabilities = np.asarray(probabilities)
-    scores = np.sort(true_class_scores(probabilities, labels, penalty, k_reg))
-    n = len(scores)
-    rank = math.ceil((n + 1) * level)
-    # Too few photos to promise the level: the textbook qhat is infinite, i.e. every class (the only honest set).
-    qhat = float(scores[rank - 1]) if rank <= n else 1.0 + penalty * probabilities.shape[1] + 1.0
-    return ConformalSets(level=float(level), qhat=qhat, penalty=float(penalty), k_reg=int(k_reg), calibration_images=n)
+    scores = true_class_scores(probabilities, labels, penalty, k_reg)
+    return ConformalSets(level=float(level), qhat=conformal_qhat(scores, level, penalty, probabilities.shape[1]),
+                         penalty=float(penalty), k_reg=int(k_reg), calibration_images=len(scores))
+
+
+def conformal_qhat(true_scores: np.ndarray, level: float, penalty: float, classes: int) -> float:
+    """The ceil((n + 1) * level)-th smallest of the calibration photos' true-class scores. Too few photos to
+    promise the level: the textbook qhat is infinite, i.e. every class (the only honest set)."""
+    scores = np.sort(np.asarray(true_scores, dtype=np.float64))
+    rank = math.ceil((len(scores) + 1) * level)
+    return float(scores[rank - 1]) if rank <= len(scores) else 1.0 + penalty * classes + 1.0
 
 
 def coverage_and_size(rule: ConformalSets, probabilities: np.ndarray, labels: np.ndarray) -> dict:
     """What the evaluator reports: the share of sets holding the true class, and the set sizes."""
-    sets = rule.sets(probabilities)
+    return set_figures(rule.sets(probabilities), labels, rule.level)
+
+
+def set_figures(sets, labels, level: float) -> dict:
+    """Coverage and size of given prediction sets (each photo's own, e.g. with its group's threshold)."""
     sizes = np.array([len(s) for s in sets])
-    covered = np.array([label in s for s, label in zip(sets, np.asarray(labels))])
-    return {"level": rule.level, "coverage": float(covered.mean()), "mean_size": float(sizes.mean()),
+    covered = np.array([int(label) in set(int(c) for c in s) for s, label in zip(sets, np.asarray(labels))])
+    return {"level": level, "coverage": float(covered.mean()), "mean_size": float(sizes.mean()),
             "singletons": float((sizes == 1).mean()), "max_size": int(sizes.max()), "images": int(len(sizes))}
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import Outputs
-from ..field import ANSWERED_KINDS
+from ..field import ANSWERED_KINDS, UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class CalibrationPool:
                          for kind, accept in zip(self.field_kinds, self.field_accept)], dtype=bool)
 
     def unknown_field(self) -> np.ndarray:
-        return np.array([kind == "unknown" for kind in self.field_kinds], dtype=bool)
+        return np.array([kind == UNKNOWN for kind in self.field_kinds], dtype=bool)
 
     def labelled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(logits, labels, sharpness) of every photo of a known species: val, then the field's known and

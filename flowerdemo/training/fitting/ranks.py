@@ -7,7 +7,6 @@ Every photo of the calibration pool comes with ``accepted``: the class indices t
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -17,7 +16,8 @@ from ...core.decision import calibrated_probabilities
 from ...core.ranks import RANKS, PhotoGroups, Rank, RankRule, RollUp, shift_features
 from ...core.taxonomy import Taxonomy
 from ...core.gate import FlowerGate, knn_distance
-from .gate import fit_logistic, out_of_fold_scores
+from .conformal import conformal_qhat
+from .gate import fit_logistic, out_of_fold_scores, threshold_at_acceptance
 from .pool import CalibrationPool
 
 GROUP_NAMES = ("like the training photos", "in between", "unlike the training photos")
@@ -117,11 +117,8 @@ def fit_group_sets(base: ConformalSets, probabilities: np.ndarray, accepted: tup
     within each group, not only on average). A photo with several accepted classes is covered by any."""
     scores = true_scores(probabilities, accepted, base.penalty, base.k_reg)
     known = np.asarray([len(a) > 0 for a in accepted])
-    by_group = []
-    for group in range(group_count):
-        in_group = np.sort(scores[known & (groups == group)])
-        rank = math.ceil((len(in_group) + 1) * base.level)
-        by_group.append(float(in_group[rank - 1]) if rank <= len(in_group) else 1.0 + base.penalty * probabilities.shape[1] + 1.0)
+    by_group = [conformal_qhat(scores[known & (groups == group)], base.level, base.penalty, probabilities.shape[1])
+                for group in range(group_count)]
     return ConformalSets(level=base.level, qhat=base.qhat, penalty=base.penalty, k_reg=base.k_reg,
                          calibration_images=int(known.sum()), qhat_by_group=tuple(by_group))
 
@@ -143,12 +140,8 @@ def fit_unknown_thresholds(unknown_scores: np.ndarray, is_unknown: np.ndarray, g
     ``known_called_unknown[group]`` of that group's known flowers unknown (an observed score, not interpolated)."""
     thresholds = []
     for group in range(group_count):
-        known = np.sort(unknown_scores[(groups == group) & ~is_unknown])
-        if not len(known):
-            thresholds.append(float("inf"))
-            continue
-        keep = math.ceil(len(known) * (1.0 - known_called_unknown[group]))
-        thresholds.append(float(known[min(len(known), max(keep, 1)) - 1]))
+        known = unknown_scores[(groups == group) & ~is_unknown]
+        thresholds.append(threshold_at_acceptance(known, 1.0 - known_called_unknown[group]) if len(known) else float("inf"))
     return tuple(thresholds)
 
 
