@@ -44,6 +44,18 @@ def example_images() -> list[str]:
     return found
 
 
+def timed_call(call) -> tuple[float | None, str | None]:
+    """(seconds, None) for one call whose answer checks out, else (None, what went wrong)."""
+    start = time.perf_counter()
+    try:
+        result = call()
+    except Exception as error:  # noqa: BLE001 - reported by the caller
+        return None, f"{type(error).__name__}: {str(error)[:200]}"
+    elapsed = time.perf_counter() - start
+    problem = check_answer(result)
+    return (None, problem) if problem else (elapsed, None)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -295,14 +307,8 @@ def main(argv: list[str] | None = None) -> int:
 
             times, errors = [], []
             for _ in range(args.calls):
-                start = time.perf_counter()
-                try:
-                    result = client.predict(handle_file(image), args.opacity, api_name="/classify")
-                except Exception as error:  # noqa: BLE001 - reported below
-                    errors.append(f"{type(error).__name__}: {str(error)[:200]}")
-                    continue
-                elapsed = time.perf_counter() - start
-                problem = check_answer(result)
+                elapsed, problem = timed_call(lambda: client.predict(handle_file(image), args.opacity,
+                                                                     api_name="/classify"))
                 if problem:
                     errors.append(problem)
                 else:
@@ -340,14 +346,7 @@ def time_plant(client, image: str, photos: list[str], args) -> int:
     for round_ in range(args.calls):
         order = [("classify", one), ("classify_plant", plant)]
         for name, call in (order if round_ % 2 == 0 else order[::-1]):
-            start = time.perf_counter()
-            try:
-                result = call()
-            except Exception as error:  # noqa: BLE001 - reported below
-                errors.append(f"{name}: {type(error).__name__}: {str(error)[:200]}")
-                continue
-            elapsed = time.perf_counter() - start
-            problem = check_answer(result)
+            elapsed, problem = timed_call(call)
             if problem:
                 errors.append(f"{name}: {problem}")
             else:
