@@ -38,6 +38,7 @@ PROG = "flowerdemo"
 # Subcommands that are whole modules with their own parser and cli(): name -> (module, one-line help).
 DELEGATED = {
     "train": ("flowerdemo.training.train", "fine-tune a network on Flowers-102 or your own ImageFolder tree (torchrun-ready)"),
+    "probe": ("flowerdemo.training.probe", "refit a trained model's head on its frozen embeddings with photos from elsewhere"),
     "export": ("flowerdemo.training.export", "turn trained weights into a model folder (calibration, verdict rule, card)"),
     "evaluate": ("flowerdemo.training.evaluate", "measure a model on a split and on held-out non-flower photos"),
     "publish": ("flowerdemo.training.publish", "upload a model folder to the Hugging Face Hub"),

@@ -208,13 +208,13 @@ def test_wise_chooses_the_best_mean_and_breaks_ties_towards_the_fine_tune():
 
 
 def test_calibration_pool_never_holds_a_photo_trained_on_or_reported_on(tmp_path):
-    from flowerdemo.training.export import field_calibration_rows
+    from flowerdemo.training.field import field_calibration_rows
 
     rows = [("known", "rose", "rose")] * 60 + [("unknown", "snowdrop", "")] * 60
     write_elsewhere(tmp_path / "web", rows)
     recipe = Recipe(arch="tf_efficientnet_lite0", preprocess=PreprocessConfig())
     split = recipe.field_split
-    pool = {row.path for row in field_calibration_rows([tmp_path / "web"], recipe)}
+    pool = {row.path for row in field_calibration_rows([tmp_path / "web"], recipe.field_split)}
     trained_on = {s.path for s in extra_training_samples([tmp_path / "web"], ["rose"], split)}
     reported_on = {s.path for s in field_part(read_field_labels(tmp_path / "web"), split, "test")}
     assert pool and trained_on and reported_on

@@ -13,7 +13,7 @@ from flowerdemo.core.decision import decide
 from flowerdemo.core.preprocess import PreprocessConfig
 from flowerdemo.core.ranks import NO_ANSWER, PhotoGroups, Rank, RankRule, RollUp
 from flowerdemo.core.taxonomy import GROUP_NAMES_FILE, TAXONOMY_FILE, Taxon, Taxonomy, TaxonomyError
-from flowerdemo.training.fitting.ranks import (fit_group_sets, fit_rank_rule, fit_unknown_thresholds,
+from flowerdemo.training.fitting.ranks import (decreasing_fit, fit_group_sets, fit_rank_rule, fit_unknown_thresholds,
                                                lowest_threshold_at_accuracy)
 
 from conftest import ROOT
@@ -145,6 +145,26 @@ def test_the_rank_threshold_gives_the_promised_accuracy_on_a_pool_where_it_is_kn
     # answers above t are right (1 + t) / 2 of the time: 0.8 is the exact point, the bound asks a little more
     assert 0.8 <= threshold < 0.86 and right[answered].mean() >= 0.9
     assert lowest_threshold_at_accuracy(probability, np.zeros(4000, bool), 0.9) > 1
+
+
+def test_a_local_target_stops_the_rank_where_the_answers_at_its_edge_turn_wrong():
+    # 1,000 sure answers, all right, above 0.5; below, 600 answers right a third of the time: the average of
+    # all answers down to about 0.3 is still above 0.8, so the marginal rule alone opens the rank deep into them
+    rng = np.random.default_rng(1)
+    probability = np.concatenate([rng.uniform(0.5, 1.0, 1000), rng.uniform(0.2, 0.5, 600)])
+    right = np.concatenate([np.ones(1000, bool), rng.uniform(0, 1, 600) < 1 / 3])
+    marginal = lowest_threshold_at_accuracy(probability, right, 0.8)
+    local = lowest_threshold_at_accuracy(probability, right, 0.8, local_accuracy=0.7)
+    assert marginal < 0.4 and right[probability >= marginal].mean() >= 0.8
+    assert 0.45 <= local <= 0.55  # stops at the edge of the sure answers
+    assert right[(probability >= local) & (probability < local + 0.05)].mean() >= 0.7
+
+
+def test_the_decreasing_fit_pools_adjacent_violators():
+    fitted = decreasing_fit(np.asarray([1, 1, 0, 1, 1, 0, 0, 1, 0, 0], float))
+    assert np.allclose(fitted, [1, 1, 2 / 3, 2 / 3, 2 / 3, 1 / 3, 1 / 3, 1 / 3, 0, 0])
+    assert np.all(np.diff(fitted) <= 0) and fitted.sum() == pytest.approx(5.0)  # monotone, same mass
+    assert decreasing_fit(np.zeros(0)).size == 0
 
 
 def synthetic_pool(seed=0, n=3000):

@@ -15,7 +15,8 @@ def recipe(**overrides) -> Recipe:
 
 
 def test_recipe_round_trips_through_a_weights_only_checkpoint():
-    original = recipe(epochs=50, model_ema_decay=0.998, class_balance="loss", limit_per_class=3)
+    original = recipe(epochs=50, model_ema_decay=0.998, class_balance="loss", limit_per_class=3, probe_l2=0.01,
+                      probe_extra_data=("elsewhere", "webflowers"))
     buffer = io.BytesIO()
     torch.save({"recipe": original.to_dict()}, buffer)
     buffer.seek(0)
@@ -36,6 +37,7 @@ def test_recipe_holds_no_run_options():
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"val_fraction_for_training": 1.0}, r"val_fraction_for_training must be in \[0, 1\)"),
     ({"freeze_stages": -1}, "freeze_stages must be >= 0"),
+    ({"probe_l2": 0.0}, "probe_l2 must be a positive number or unset"),
 ])
 def test_invalid_recipes_name_the_valid_choices(overrides, message):
     with pytest.raises(RecipeError, match=message):
@@ -50,6 +52,12 @@ def test_unknown_fields_are_refused_and_legacy_arguments_lose_their_paths():
     converted = Recipe.from_legacy_args(legacy, PreprocessConfig())
     assert converted.epochs == 50 and converted.pretrained and converted.train_crop == 192
     assert not any(str(value).startswith("/") for value in converted.to_dict().values())
+
+
+def test_a_recipe_from_before_the_probe_loads_as_never_probed():
+    older = {key: value for key, value in recipe().to_dict().items() if not key.startswith("probe_")}
+    loaded = Recipe.from_dict(older)
+    assert loaded.probe_l2 is None and loaded.probe_extra_data == ()
 
 
 def test_resume_allows_only_more_epochs():

@@ -407,3 +407,40 @@ def test_export_calibrates_on_the_calibration_share_of_photos_from_elsewhere(tra
     assert metadata.gate.unknown_weights != (1.0, 0.0)
     assert metadata.metrics["unknown_species_fit"]["unknown_species"] == pool["field_unknown_species"]
     assert metadata.gate.low_quality_sharpness > 0
+
+
+def test_probe_refits_only_the_head_and_the_export_records_it(trained, tmp_path, capsys):
+    from flowerdemo.training import probe
+    from flowerdemo.training.field import FieldSplit, read_field_labels
+
+    root, out, _, _ = trained
+    field = write_field_folder(tmp_path / "elsewhere")
+    run = tmp_path / "probe"
+    common = ["--dataset", "imagefolder", "--data-path", str(root), "--extra-data", str(field),
+              "--output-dir", str(run), "--workers", "0"]
+    report = probe.main(probe.get_args_parser().parse_args(["--checkpoint", str(out / "model_best.pth"), *common,
+                                                            "--l2", "0.001"]))
+    before = torch.load(out / "model_best.pth", weights_only=True)
+    after = torch.load(run / "model_best.pth", weights_only=True)
+    body = [key for key in before["model"] if not key.startswith("classifier.")]
+    assert body and all(torch.equal(before["model"][key], after["model"][key]) for key in body)
+    # learnt from the training share of the known photos from elsewhere, chose on their calibration share
+    rows, split = read_field_labels(field), FieldSplit()
+    known = [r for r in rows if r.kind == "known"]
+    assert report["training_photos"]["elsewhere"] == sum(split.part(r.path) == "train" for r in known)
+    assert report["selection_photos"]["elsewhere"] == sum(split.part(r.path) == "calibration" for r in known)
+    assert json.loads((run / "probe.json").read_text())["chosen_l2"] == report["chosen_l2"] == 0.001
+    assert not torch.equal(before["model"]["classifier.weight"], after["model"]["classifier.weight"])
+    assert after["recipe"]["probe_l2"] == 0.001 and after["recipe"]["probe_extra_data"] == ["elsewhere"]
+    # the exported model carries the probe in its recipe and answers with the probed head
+    folder = tmp_path / "model"
+    export.main(export.get_args_parser().parse_args([
+        "--checkpoint", str(run / "model_best.pth"), "--output", str(folder), "--dataset", "imagefolder",
+        "--data-path", str(root), "--nonflowers-path", str(root / "nonflowers"), "--workers", "0", "--knn-k", "2",
+        "--accept", "0.9", "--test-split", ""]))
+    module, metadata = load_artifact(folder / "model.pt")
+    assert metadata.training_args["probe_l2"] == 0.001
+    torch.testing.assert_close(module.backbone.classifier.weight, after["model"]["classifier.weight"])
+    # probing twice would pull toward a head that is not the trained one: refused, in one line
+    assert probe.cli(["--checkpoint", str(run / "model_best.pth"), *common]) == 2
+    assert "probed already" in capsys.readouterr().err

@@ -39,8 +39,7 @@ from .engine import Outputs, recalibrate_batchnorm, scripted_outputs
 from .errors import ExportError
 from .evaluate import evaluate_field, evaluate_split
 from .evaluate_report import write_report_files
-from .field import (LABELS_FILE, NOT_A_FLOWER, capped_per_class, extra_training_samples, read_feedback_samples,
-                    read_field_labels)
+from .field import LABELS_FILE, capped_per_class, extra_training_samples, field_calibration_rows
 from .field_report import format_field_report
 from .fitting.calibrate import fit_on_pool
 from .fitting.pool import CalibrationPool
@@ -121,7 +120,8 @@ def main(args) -> dict:
     data = DataSource.from_args(args)
     class_names, train_samples, val_samples = export_samples(args, source, data)
     batchnorm = source.batchnorm
-    if args.recalibrate_bn and not args.from_model:
+    # a probe's checkpoint keeps the body (and BatchNorm statistics) of a model that was recalibrated already
+    if args.recalibrate_bn and not args.from_model and not batchnorm.get("recalibrated"):
         batchnorm = {"recalibrated": True, "images": recalibrate_on_training_images(
             source.backbone, train_samples, source.preprocess, source.recipe.freeze_stages, args.workers)}
 
@@ -226,25 +226,13 @@ def calibration_pool(module, preprocess: PreprocessConfig, val_out: Outputs, fol
     """The val photos' outputs and, with ``folders``, those of the field's calibration photos."""
     if not folders:
         return CalibrationPool(val_out)
-    rows = field_calibration_rows(folders, recipe)
+    rows = field_calibration_rows(folders, recipe.field_split)
     if not rows:
         raise ExportError(f"--extra-data {' '.join(map(str, folders))} has no photos in its calibration share")
     index = {name: i for i, name in enumerate(class_names)}
     outputs = scripted_outputs(module, preprocess, [Sample(row.path, -1) for row in rows], workers,
                                "elsewhere (calibration)")
     return CalibrationPool(val_out, outputs, tuple(row.kind for row in rows), tuple(row.labels(index) for row in rows))
-
-
-def field_calibration_rows(folders, recipe: Recipe) -> list:
-    """The photos from elsewhere to calibrate on: the calibration share of every kind of flower (unknown species
-    split by species: FieldSplit.part_of). Never the test share."""
-    rows = []
-    split = recipe.field_split
-    for folder in folders:
-        folder = Path(folder)
-        every = read_field_labels(folder) if (folder / LABELS_FILE).is_file() else read_feedback_samples(folder)
-        rows += [row for row in every if row.kind != NOT_A_FLOWER and split.part_of(row) == "calibration"]
-    return rows
 
 
 def print_fit_summary(temperature: float, sets: ConformalSets, fit_reports: dict) -> None:

@@ -202,3 +202,14 @@ def _imagefolder_extra(folder: Path, index: dict, split) -> list[Sample]:
                                  f"class named as the model's classes" + (f"; unknown: {', '.join(unknown[:5])}" if unknown else ""))
     return [Sample(path, index[path_class.name], folder.name)
             for path_class in classes for path in list_images(path_class) if split.part(path) == "train"]
+
+
+def field_calibration_rows(folders, split: FieldSplit) -> list[FieldSample]:
+    """The photos from elsewhere to calibrate on: the calibration share of every kind of flower (unknown species
+    split by species: FieldSplit.part_of). Never the test share."""
+    rows = []
+    for folder in folders:
+        folder = Path(folder)
+        every = read_field_labels(folder) if (folder / LABELS_FILE).is_file() else read_feedback_samples(folder)
+        rows += [row for row in every if row.kind != NOT_A_FLOWER and split.part_of(row) == "calibration"]
+    return rows

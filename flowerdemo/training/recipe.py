@@ -21,6 +21,7 @@ CLASS_BALANCES = ("none", "sampler", "loss")
 MAY_CHANGE_ON_RESUME = ("epochs",)
 # Command-line spelling of fields whose flag is not simply --field-name.
 FLAG_NAMES = {"pretrained": "--no-pretrained", "world_size": "torchrun --nproc_per_node",
+              "probe_l2": "flowerdemo probe (--l2)", "probe_extra_data": "flowerdemo probe --extra-data",
               "preprocess": "--arch (its pretrained preprocessing)"}
 
 
@@ -69,6 +70,10 @@ class Recipe:
     extra_data: tuple = ()
     field_train_fraction: float = 0.5
     field_calibration_fraction: float = 0.2
+    # after training, the classifier head refitted on the frozen embeddings (training/probe.py): the pull toward
+    # the trained head it chose (None: never probed) and the collections whose training share it learnt from
+    probe_l2: float | None = None
+    probe_extra_data: tuple = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.preprocess, PreprocessConfig):
@@ -83,6 +88,9 @@ class Recipe:
         if not 0.0 <= self.val_fraction_for_training < 1.0:
             raise RecipeError(f"val_fraction_for_training must be in [0, 1), got {self.val_fraction_for_training}")
         object.__setattr__(self, "extra_data", tuple(self.extra_data))
+        object.__setattr__(self, "probe_extra_data", tuple(self.probe_extra_data))
+        if self.probe_l2 is not None and not self.probe_l2 > 0:
+            raise RecipeError(f"probe_l2 must be a positive number or unset, got {self.probe_l2!r}")
         try:
             FieldSplit(self.field_train_fraction, self.field_calibration_fraction)
         except ValueError as error:
@@ -94,6 +102,7 @@ class Recipe:
         data = asdict(self)
         data["preprocess"] = self.preprocess.to_dict()
         data["extra_data"] = list(self.extra_data)
+        data["probe_extra_data"] = list(self.probe_extra_data)
         return data
 
     @property
@@ -177,7 +186,8 @@ def recipe_from_args(args: argparse.Namespace, preprocess: PreprocessConfig, tra
     """The recipe a command line asks for; ``preprocess`` and ``train_crop`` come resolved from the architecture."""
     derived = {"preprocess": preprocess, "train_crop": train_crop, "world_size": world_size,
                "pretrained": not args.no_pretrained,
-               "extra_data": tuple(extra_data_name(path) for path in getattr(args, "extra_data", None) or ())}
+               "extra_data": tuple(extra_data_name(path) for path in getattr(args, "extra_data", None) or ()),
+               "probe_l2": None, "probe_extra_data": ()}  # the probe is a later step (training/probe.py)
     return Recipe(**{f.name: derived[f.name] if f.name in derived else getattr(args, f.name)
                      for f in fields(Recipe)})
 

@@ -68,7 +68,9 @@ def load_checkpoint_backbone(path: str | Path) -> tuple[nn.Module, list, Recipe,
 
 def source_from_checkpoint(path: str | Path) -> Source:
     backbone, class_names, recipe, checkpoint = load_checkpoint_backbone(path)
-    return Source(backbone, class_names, recipe, checkpoint.get("epoch", -2) + 1, {"recalibrated": False})
+    # a probe's checkpoint (training/probe.py) carries its source model's BatchNorm record and mirror averaging
+    return Source(backbone, class_names, recipe, checkpoint.get("epoch", -2) + 1,
+                  checkpoint.get("batchnorm") or {"recalibrated": False}, checkpoint.get("mirror_average"))
 
 
 def source_from_model(path: str | Path) -> Source:

@@ -64,20 +64,38 @@ def is_right(roll_up: RollUp, rank: Rank, taxon_index: np.ndarray, accepted: tup
 
 
 def lowest_threshold_at_accuracy(probability: np.ndarray, right: np.ndarray, accuracy: float,
-                                 min_answers: int = 10) -> float:
+                                 min_answers: int = 10, local_accuracy: float | None = None) -> float:
     """The lowest probability threshold whose answers (probability >= threshold) are right at least
     ``accuracy`` of the time, judged by a one-sided Wilson lower bound (so that a handful of lucky answers
-    does not open a rank). Above 1 (never) when no threshold qualifies."""
+    does not open a rank); with ``local_accuracy``, also the answers *at* the threshold must be right that often
+    (their rate from an isotonic fit of right-or-wrong on probability), so that a rank does not open down to
+    probabilities where most answers are wrong because the sure answers above carry the average. Above 1 (never)
+    when no threshold qualifies."""
     order = np.argsort(-probability, kind="stable")
     p, r = probability[order], right[order].astype(float)
     answered = np.arange(1, len(p) + 1)
     lower = wilson_lower(np.cumsum(r), answered)
     ok = (lower >= accuracy) & (answered >= min_answers)
+    if local_accuracy is not None:
+        ok &= decreasing_fit(r) >= local_accuracy
     # only where the next photo has a lower probability: a threshold between ties would be dishonest
     ok &= np.append(p[1:] < p[:-1], True)
     if not ok.any():
         return 1.01
     return float(p[np.flatnonzero(ok)[-1]])
+
+
+def decreasing_fit(values: np.ndarray) -> np.ndarray:
+    """The non-increasing sequence closest to ``values`` in squared error (pool adjacent violators): here, how
+    often an answer is right as its probability falls, without the noise of single photos."""
+    blocks: list[list[float]] = []  # [sum, count] per block, each block's mean below the previous one's
+    for value in np.asarray(values, dtype=float):
+        blocks.append([value, 1.0])
+        while len(blocks) > 1 and blocks[-1][0] / blocks[-1][1] > blocks[-2][0] / blocks[-2][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    return np.concatenate([np.full(int(count), total / count) for total, count in blocks]) if blocks else np.zeros(0)
 
 
 def wilson_lower(successes: np.ndarray, trials: np.ndarray, z: float = 1.0) -> np.ndarray:
@@ -90,10 +108,11 @@ def wilson_lower(successes: np.ndarray, trials: np.ndarray, z: float = 1.0) -> n
 
 
 def fit_rank_rule(probabilities: np.ndarray, accepted: tuple, groups: np.ndarray, roll_up: RollUp,
-                  accuracy=(0.95, 0.9, 0.9), group_count: int | None = None) -> RankRule:
+                  accuracy=(0.95, 0.9, 0.9), group_count: int | None = None, local_accuracy=None) -> RankRule:
     """Per group, walking species -> genus -> family: the lowest threshold whose answers are right at least
-    ``accuracy`` of the time among the photos the deeper ranks left unanswered. Photos without an accepted
-    class (unknown species) are left out: the unknown-species verdict is theirs."""
+    ``accuracy`` of the time among the photos the deeper ranks left unanswered (and, with ``local_accuracy``,
+    whose answers at the threshold are right that often). Photos without an accepted class (unknown species)
+    are left out: the unknown-species verdict is theirs."""
     known = np.asarray([len(a) > 0 for a in accepted])
     group_count = group_count or int(groups.max()) + 1
     thresholds = []
@@ -104,7 +123,8 @@ def fit_rank_rule(probabilities: np.ndarray, accepted: tuple, groups: np.ndarray
         for depth, rank in enumerate(RANKS):
             best, probability = roll_up.top(probabilities[rows], rank)
             right = is_right(roll_up, rank, best, tuple(accepted[i] for i in rows))
-            threshold = lowest_threshold_at_accuracy(probability[open_rows], right[open_rows], accuracy[depth])
+            threshold = lowest_threshold_at_accuracy(probability[open_rows], right[open_rows], accuracy[depth],
+                                                     local_accuracy=None if local_accuracy is None else local_accuracy[depth])
             row_thresholds.append(threshold)
             open_rows &= probability < threshold
         thresholds.append(tuple(row_thresholds))
@@ -152,6 +172,8 @@ class RuleTargets:
     groups: int = 3
     keep_in_first: float = 0.95  # of the training collection's held-out photos, in group 0
     accuracy: tuple = (0.9, 0.9, 0.9)  # answers at species, genus, family rank are right this often
+    # ... and the answers at each rank's threshold (the least sure ones it gives) are right this often
+    local_accuracy: tuple = (0.75, 0.75, 0.75)
     # per group: the most known flowers called "a flower I don't know" (the exporter passes its verdict targets)
     known_called_unknown: tuple = (0.01, 0.05, 0.05)
 
@@ -182,7 +204,8 @@ def fit_conditional_rules(calibration: CalibrationPool, bank, temperature: float
     else:
         grouping, groups = None, np.zeros(len(pool), dtype=int)
     count = grouping.count if grouping is not None else 1
-    ranks = fit_rank_rule(pool.probabilities, pool.accepted, groups, RollUp(taxonomy), targets.accuracy, count)
+    ranks = fit_rank_rule(pool.probabilities, pool.accepted, groups, RollUp(taxonomy), targets.accuracy, count,
+                          targets.local_accuracy)
     if grouping is not None:
         sets = fit_group_sets(sets, pool.probabilities, pool.accepted, groups, count)
         caps = tuple(targets.known_called_unknown[min(g, len(targets.known_called_unknown) - 1)] for g in range(count))
@@ -191,5 +214,6 @@ def fit_conditional_rules(calibration: CalibrationPool, bank, temperature: float
     report = {"groups": [{"name": (grouping.names[g] if grouping else "all"), "photos": int((groups == g).sum()),
                           "shifted": int(((groups == g) & pool.shifted).sum()),
                           "rank_thresholds": list(ranks.thresholds[g])} for g in range(count)],
-              "accuracy_targets": list(targets.accuracy), "known_called_unknown_caps": list(targets.known_called_unknown)}
+              "accuracy_targets": list(targets.accuracy), "local_accuracy_targets": list(targets.local_accuracy),
+              "known_called_unknown_caps": list(targets.known_called_unknown)}
     return grouping, ranks, sets, gate, report
