@@ -38,12 +38,14 @@ def trained_head() -> tuple:
     return weight, torch.zeros(CLASSES, dtype=torch.float64)
 
 
-def test_each_collection_weighs_half_and_classes_from_elsewhere_weigh_the_same():
+def test_the_training_collection_weighs_its_share_and_classes_from_elsewhere_weigh_the_same():
     own = photos(0, 5, TRAINING_COLLECTION, 0.0)
     web = photos(1, 3, "web", 2.0)
     web = Embedded(web.embeddings[:-5], web.accepted[:-5], web.collections[:-5])  # class 3: 3 -> gone, class 2: 1 left
     weights = balanced_weights(join(own, web))
-    assert weights[:len(own)].sum() == pytest.approx(0.5) and weights[len(own):].sum() == pytest.approx(0.5)
+    assert weights[:len(own)].sum() == pytest.approx(0.7) and weights[len(own):].sum() == pytest.approx(0.3)
+    half = balanced_weights(join(own, web), training_share=0.5)
+    assert half[:len(own)].sum() == pytest.approx(0.5) and half[len(own):].sum() == pytest.approx(0.5)
     labels = np.asarray([a[0] for a in web.accepted])
     per_class = [weights[len(own):][labels == c].sum() for c in np.unique(labels)]
     assert np.allclose(per_class, per_class[0])  # 3, 3 and 1 photos: each class the same total

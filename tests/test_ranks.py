@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flowerdemo.core.artifact import ModelLoadError, ModelMetadata
-from flowerdemo.core.conformal import ConformalSets
+from flowerdemo.core.conformal import ConformalConfigError, ConformalSets
 from flowerdemo.core.decision import decide
 from flowerdemo.core.preprocess import PreprocessConfig
 from flowerdemo.core.ranks import NO_ANSWER, PhotoGroups, Rank, RankRule, RollUp
@@ -190,9 +190,10 @@ def test_rank_rule_fitted_per_group_holds_its_accuracy_in_each_group_on_new_phot
         assert len(rows) > 100 and np.mean(right) >= 0.87
 
 
-def test_mondrian_sets_cover_each_group_at_the_level():
+@pytest.mark.parametrize("method", ["raps", "lac"])
+def test_mondrian_sets_cover_each_group_at_the_level(method):
     probabilities, accepted, groups = synthetic_pool(0)
-    base = ConformalSets(level=0.9, qhat=0.5, penalty=0.1)  # RAPS, as the exporter fits it
+    base = ConformalSets(level=0.9, qhat=0.5, penalty=0.1 if method == "raps" else 0.0, method=method)
     sets = fit_group_sets(base, probabilities, accepted, groups, 2)
     test_probabilities, test_accepted, test_groups = synthetic_pool(1)
     predicted = sets.sets(test_probabilities, test_groups)
@@ -203,8 +204,28 @@ def test_mondrian_sets_cover_each_group_at_the_level():
         coverage = np.mean([test_accepted[i][0] in predicted[i] for i in rows])
         # the hard group is covered at the level, not above it; the easy one's singletons already cover more
         assert 0.87 <= coverage and (group == 0 or coverage <= 0.94)
+    if method == "lac":  # sets of one where one is enough (RAPS: a sure photo's own mass inflates its score)
+        assert size[0] < 1.1
     one_threshold = base.sets(test_probabilities[:5])
     assert all(len(s) >= 1 for s in one_threshold)
+
+
+def test_lac_sets_are_smaller_than_raps_at_the_same_coverage_and_older_rules_stay_raps():
+    probabilities, accepted, groups = synthetic_pool(0)
+    test_probabilities, test_accepted, _ = synthetic_pool(1)
+    figures = {}
+    for method, penalty in (("raps", 0.01), ("lac", 0.0)):
+        rule = fit_group_sets(ConformalSets(level=0.9, qhat=0.5, penalty=penalty, method=method), probabilities,
+                              accepted, np.zeros(len(accepted), int), 1)
+        predicted = rule.sets(test_probabilities, np.zeros(len(test_accepted), int))
+        figures[method] = (np.mean([a[0] in p for p, a in zip(predicted, test_accepted)]),
+                           np.mean([len(p) for p in predicted]))
+    assert figures["lac"][0] >= 0.87 and figures["raps"][0] >= 0.87
+    assert figures["lac"][1] < figures["raps"][1]
+    older = {"level": 0.9, "qhat": 0.8, "penalty": 0.01, "k_reg": 1}  # no "method": what format 2 wrote first
+    assert ConformalSets.from_dict(older).method == "raps"
+    with pytest.raises(ConformalConfigError, match="must be one of lac, raps, got 'aps'"):
+        ConformalSets.from_dict({**older, "method": "aps"})
 
 
 def test_unknown_thresholds_keep_each_groups_known_flowers():

@@ -432,6 +432,7 @@ def test_probe_refits_only_the_head_and_the_export_records_it(trained, tmp_path,
     assert json.loads((run / "probe.json").read_text())["chosen_l2"] == report["chosen_l2"] == 0.001
     assert not torch.equal(before["model"]["classifier.weight"], after["model"]["classifier.weight"])
     assert after["recipe"]["probe_l2"] == 0.001 and after["recipe"]["probe_extra_data"] == ["elsewhere"]
+    assert after["recipe"]["probe_training_share"] == 0.7
     # the exported model carries the probe in its recipe and answers with the probed head
     folder = tmp_path / "model"
     export.main(export.get_args_parser().parse_args([

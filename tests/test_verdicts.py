@@ -222,7 +222,7 @@ def test_penalty_selection_prefers_small_sets_that_still_cover():
 def test_conformal_config_validates():
     rule = ConformalSets(level=0.95, qhat=0.99, penalty=0.1, k_reg=1, calibration_images=510)
     assert ConformalSets.from_dict(json.loads(json.dumps(rule.to_dict()))) == rule
-    for bad in ({"level": 1.5}, {"qhat": "x"}, {"penalty": -1.0}, {"method": "lac"}):
+    for bad in ({"level": 1.5}, {"qhat": "x"}, {"penalty": -1.0}, {"method": "aps"}):
         with pytest.raises(ConformalConfigError):
             ConformalSets.from_dict({**rule.to_dict(), **bad})
 

@@ -26,7 +26,7 @@ import torch
 
 from .. import __version__
 from ..core.artifact import MODEL_FILE, ModelLoadError, ModelMetadata, load_artifact
-from ..core.conformal import ConformalSets
+from ..core.conformal import SET_METHODS, ConformalSets
 from ..core.preprocess import PreprocessConfig
 from ..core.taxonomy import Taxonomy, TaxonomyError
 from ..core.verdict import Verdict
@@ -91,8 +91,11 @@ def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.
     parser.add_argument("--unknown-accept", type=float, default=GateTargets.unknown_accept,
                         help="share of val flowers of known species within the 'unknown species' k-NN distance")
     parser.add_argument("--set-level", type=float, default=0.95, help="prediction sets hold the true species this often")
+    parser.add_argument("--set-method", choices=SET_METHODS, default="lac",
+                        help="the sets' score: lac (every species above a probability: the smallest sets) or raps "
+                             "(cumulative mass, what older models used)")
     parser.add_argument("--set-penalty", type=float, default=None,
-                        help="RAPS penalty per rank beyond --set-k-reg (0: APS); default: chosen on val (the smallest "
+                        help="with --set-method raps: penalty per rank beyond --set-k-reg (0: APS); default: chosen on val (the smallest "
                              "sets whose worst coverage over random val halves stays a point above the level)")
     parser.add_argument("--set-k-reg", type=int, default=1)
     parser.add_argument("--rank-accuracy", type=float, nargs=3, default=RuleTargets.accuracy,
@@ -140,7 +143,7 @@ def main(args) -> dict:
     targets = GateTargets(args.accept, args.reject, unknown_accept=args.unknown_accept, knn_k=args.knn_k,
                           unknown_species_accept=args.unknown_species_accept)
     temperature, sets, gate, fit_reports = fit_on_pool(pool, fit_out, bank, plant_like, targets, args.set_level,
-                                                       args.set_penalty, args.set_k_reg)
+                                                       args.set_penalty, args.set_k_reg, args.set_method)
     taxonomy = bundled_taxonomy(class_names)
     groups, ranks = None, None
     if taxonomy is not None:

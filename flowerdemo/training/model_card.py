@@ -216,10 +216,16 @@ def _gate_section(metadata: ModelMetadata) -> str:
   model does not know) exceeds {_unknown_thresholds(gate, metadata)}."""
     if sets is not None:
         text += f"""
-- **One of these**: split conformal prediction sets (RAPS, penalty {sets.penalty} beyond rank {sets.k_reg}, not
-  randomised) on the calibrated probabilities of {sets.calibration_images} validation photos never trained on;
+- **One of these**: split conformal prediction sets ({_set_score(sets)}), fitted on the calibrated
+  probabilities of {sets.calibration_images} calibration photos never trained on{" with a threshold per photo group" if sets.qhat_by_group else ""};
   they hold the true species with probability at least {sets.level:.0%} for photos like those."""
     return text
+
+
+def _set_score(sets) -> str:
+    if sets.method == "lac":
+        return "LAC: every species whose probability clears the threshold, the smallest sets at the level"
+    return f"RAPS, penalty {sets.penalty} beyond rank {sets.k_reg}, not randomised"
 
 
 def _unknown_thresholds(gate, metadata: ModelMetadata) -> str:

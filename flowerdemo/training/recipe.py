@@ -22,6 +22,7 @@ MAY_CHANGE_ON_RESUME = ("epochs",)
 # Command-line spelling of fields whose flag is not simply --field-name.
 FLAG_NAMES = {"pretrained": "--no-pretrained", "world_size": "torchrun --nproc_per_node",
               "probe_l2": "flowerdemo probe (--l2)", "probe_extra_data": "flowerdemo probe --extra-data",
+              "probe_training_share": "flowerdemo probe --training-share",
               "preprocess": "--arch (its pretrained preprocessing)"}
 
 
@@ -71,8 +72,10 @@ class Recipe:
     field_train_fraction: float = 0.5
     field_calibration_fraction: float = 0.2
     # after training, the classifier head refitted on the frozen embeddings (training/probe.py): the pull toward
-    # the trained head it chose (None: never probed) and the collections whose training share it learnt from
+    # the trained head it chose (None: never probed), the share of the loss the training collection carried, and
+    # the collections whose training share it learnt from
     probe_l2: float | None = None
+    probe_training_share: float | None = None
     probe_extra_data: tuple = ()
 
     def __post_init__(self) -> None:
@@ -187,7 +190,7 @@ def recipe_from_args(args: argparse.Namespace, preprocess: PreprocessConfig, tra
     derived = {"preprocess": preprocess, "train_crop": train_crop, "world_size": world_size,
                "pretrained": not args.no_pretrained,
                "extra_data": tuple(extra_data_name(path) for path in getattr(args, "extra_data", None) or ()),
-               "probe_l2": None, "probe_extra_data": ()}  # the probe is a later step (training/probe.py)
+               "probe_l2": None, "probe_training_share": None, "probe_extra_data": ()}  # the probe is a later step (training/probe.py)
     return Recipe(**{f.name: derived[f.name] if f.name in derived else getattr(args, f.name)
                      for f in fields(Recipe)})
 

@@ -14,7 +14,8 @@ from .verdict_rule import GateTargets, fit_gate, fit_low_quality_rule, fit_unkno
 
 
 def fit_on_pool(pool: CalibrationPool, fit_out: Outputs, bank: torch.Tensor, plant_like: tuple, targets: GateTargets,
-                level: float, penalty: float | None, k_reg: int) -> tuple[float, ConformalSets, FlowerGate, dict]:
+                level: float, penalty: float | None, k_reg: int,
+                set_method: str = "lac") -> tuple[float, ConformalSets, FlowerGate, dict]:
     """(temperature, prediction sets, verdict rule, report): every calibration step on the same pool.
 
     The temperature, the sets and the "not a flower" regression are fitted on the photos with enough detail to
@@ -26,7 +27,7 @@ def fit_on_pool(pool: CalibrationPool, fit_out: Outputs, bank: torch.Tensor, pla
     sharp = pool.sharp(low_quality_level(pool.val, targets))
     logits, labels, _ = sharp.labelled()
     temperature = fit_temperature(logits, labels)
-    sets, sets_report = fit_prediction_sets(logits, labels, temperature, level, penalty, k_reg)
+    sets, sets_report = fit_prediction_sets(logits, labels, temperature, level, penalty, k_reg, set_method)
     gate, gate_report = fit_gate(sharp.flowers(), fit_out, bank, plant_like, targets)
     gate, unknown_report = fit_unknown_rule(pool, bank, temperature, gate, targets)
     gate, small_report = fit_low_quality_rule(pool, gate, bank, temperature, targets)

@@ -11,22 +11,23 @@ from ...core.conformal import ConformalSets, ranked_scores
 from ...core.decision import calibrated_probabilities
 
 
-def true_class_scores(probabilities: np.ndarray, labels: np.ndarray, penalty: float = 0.0, k_reg: int = 1) -> np.ndarray:
+def true_class_scores(probabilities: np.ndarray, labels: np.ndarray, penalty: float = 0.0, k_reg: int = 1,
+                      method: str = "raps") -> np.ndarray:
     """The score of each row's true class: what calibration ranks."""
-    order, scores = ranked_scores(probabilities, penalty, k_reg)
+    order, scores = ranked_scores(probabilities, penalty, k_reg, method)
     rank_of_true = np.argmax(order == np.asarray(labels)[:, None], axis=1)
     return scores[np.arange(len(scores)), rank_of_true]
 
 
 def fit_conformal(probabilities: np.ndarray, labels: np.ndarray, level: float = 0.95, penalty: float = 0.0,
-                  k_reg: int = 1) -> ConformalSets:
+                  k_reg: int = 1, method: str = "raps") -> ConformalSets:
     """Split conformal calibration on photos the model never trained on (their calibrated probabilities)."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     probabilities = np.asarray(probabilities)
-    scores = true_class_scores(probabilities, labels, penalty, k_reg)
+    scores = true_class_scores(probabilities, labels, penalty, k_reg, method)
     return ConformalSets(level=float(level), qhat=conformal_qhat(scores, level, penalty, probabilities.shape[1]),
-                         penalty=float(penalty), k_reg=int(k_reg), calibration_images=len(scores))
+                         penalty=float(penalty), k_reg=int(k_reg), calibration_images=len(scores), method=method)
 
 
 def conformal_qhat(true_scores: np.ndarray, level: float, penalty: float, classes: int) -> float:
@@ -83,11 +84,13 @@ def select_penalty(probabilities: np.ndarray, labels: np.ndarray, level: float =
 
 
 def fit_prediction_sets(logits: np.ndarray, labels: np.ndarray, temperature: float, level: float,
-                        penalty: float | None, k_reg: int) -> tuple[ConformalSets, dict]:
-    """Conformal sets on the calibrated probabilities of photos never trained on; the RAPS penalty chosen on
+                        penalty: float | None, k_reg: int, method: str = "raps") -> tuple[ConformalSets, dict]:
+    """Conformal sets on the calibrated probabilities of photos never trained on; for RAPS, the penalty chosen on
     those photos too (:func:`select_penalty`) unless given. Returns (the rule, a report of the penalty's choice)."""
     probabilities = calibrated_probabilities(logits, temperature)
     report = {}
+    if method == "lac":
+        return fit_conformal(probabilities, labels, level, 0.0, k_reg, method), report
     if penalty is None:
         penalty, candidates = select_penalty(probabilities, labels, level, k_reg=k_reg)
         report = {"penalty_candidates": {str(p): row for p, row in candidates.items()}}

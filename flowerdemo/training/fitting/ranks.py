@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ...core.conformal import ConformalSets, ranked_scores
+from ...core.conformal import ConformalSets
 from ...core.decision import calibrated_probabilities
 from ...core.ranks import RANKS, PhotoGroups, Rank, RankRule, RollUp, shift_features
 from ...core.taxonomy import Taxonomy
@@ -135,17 +135,16 @@ def fit_group_sets(base: ConformalSets, probabilities: np.ndarray, accepted: tup
                    group_count: int) -> ConformalSets:
     """The same RAPS score, one conformal threshold per group (Mondrian conformal prediction: coverage holds
     within each group, not only on average). A photo with several accepted classes is covered by any."""
-    scores = true_scores(probabilities, accepted, base.penalty, base.k_reg)
+    scores = true_scores(probabilities, accepted, base)
     known = np.asarray([len(a) > 0 for a in accepted])
     by_group = [conformal_qhat(scores[known & (groups == group)], base.level, base.penalty, probabilities.shape[1])
                 for group in range(group_count)]
-    return ConformalSets(level=base.level, qhat=base.qhat, penalty=base.penalty, k_reg=base.k_reg,
-                         calibration_images=int(known.sum()), qhat_by_group=tuple(by_group))
+    return replace(base, calibration_images=int(known.sum()), qhat_by_group=tuple(by_group))
 
 
-def true_scores(probabilities: np.ndarray, accepted: tuple, penalty: float, k_reg: int) -> np.ndarray:
-    """[N] the RAPS score of the best-ranked accepted class (inf for photos with none)."""
-    order, scores = ranked_scores(probabilities, penalty, k_reg)
+def true_scores(probabilities: np.ndarray, accepted: tuple, rule: ConformalSets) -> np.ndarray:
+    """[N] the rule's score of the best-ranked accepted class (inf for photos with none)."""
+    order, scores = rule.ranked_scores(probabilities)
     out = np.full(len(probabilities), np.inf)
     for row, classes in enumerate(accepted):
         if classes:
