@@ -422,8 +422,13 @@ def test_probe_refits_only_the_head_and_the_export_records_it(trained, tmp_path,
                                                             "--l2", "0.001"]))
     before = torch.load(out / "model_best.pth", weights_only=True)
     after = torch.load(run / "model_best.pth", weights_only=True)
-    body = [key for key in before["model"] if not key.startswith("classifier.")]
+    body = [key for key in before["model"] if not key.startswith("classifier.") and "running_" not in key
+            and "num_batches" not in key]
     assert body and all(torch.equal(before["model"][key], after["model"][key]) for key in body)
+    # a trainer checkpoint's BatchNorm statistics are recalibrated first (as export would), and said so
+    assert after["batchnorm"]["recalibrated"] and after["batchnorm"]["images"] > 0
+    statistics = [key for key in before["model"] if key.endswith("running_mean")]
+    assert any(not torch.equal(before["model"][key], after["model"][key]) for key in statistics)
     # learnt from the training share of the known photos from elsewhere, chose on their calibration share
     rows, split = read_field_labels(field), FieldSplit()
     known = [r for r in rows if r.kind == "known"]
@@ -441,6 +446,7 @@ def test_probe_refits_only_the_head_and_the_export_records_it(trained, tmp_path,
         "--accept", "0.9", "--test-split", ""]))
     module, metadata = load_artifact(folder / "model.pt")
     assert metadata.training_args["probe_l2"] == 0.001
+    assert metadata.metrics["batchnorm"] == after["batchnorm"]  # not recalibrated a second time
     torch.testing.assert_close(module.backbone.classifier.weight, after["model"]["classifier.weight"])
     # probing twice would pull toward a head that is not the trained one: refused, in one line
     assert probe.cli(["--checkpoint", str(run / "model_best.pth"), *common]) == 2

@@ -12,8 +12,9 @@ Features"): a fine-tune can start from the probed head. The head starts at the t
 toward it by an L2 penalty, so the new photos teach it which features hold on ordinary photos without it
 unlearning Flowers-102. The penalty's strength is chosen on the selection photos (val photos never trained on,
 and each collection's calibration share): the mean top-1 over the collections, each counting once. The body,
-its BatchNorm statistics and the mirror averaging are kept as they are; the checkpoint records the probe in its
-recipe (``probe_l2``, ``probe_extra_data``).
+its BatchNorm statistics (recalibrated first, as export would, when a trainer checkpoint's are not) and the
+mirror averaging are kept as they are; the checkpoint records the probe in its recipe (``probe_l2``,
+``probe_training_share``, ``probe_extra_data``).
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ from .checkpoints import CheckpointError, save_checkpoint
 from .data import DataSource, DatasetLayoutError, Sample, add_data_arguments, eval_loader, training_and_selection_samples
 from .engine import collect_outputs
 from .errors import ExportError
-from .field import extra_training_samples, field_calibration_rows
+from .export import BANK_EXTRA_PER_CLASS, recalibrate_on_training_images
+from .field import capped_per_class, extra_training_samples, field_calibration_rows
 from .recipe import RecipeError, extra_data_name
 from .scripting import FlowerNet
 from .sources import Source, source_from_checkpoint, source_from_model
@@ -96,8 +98,15 @@ def main(args) -> dict:
         raise ProbeError("these weights were probed already (probe_l2 "
                          f"{source.recipe.probe_l2}); probe the model they came from instead")
     mirror = source.mirror_average is not False  # as the exporter does: on unless the source model had it off
-    network = FlowerNet(source.backbone, torch.nn.Identity(), mirror_average=mirror).eval()
     training, selection = probe_photos(args, source)
+    batchnorm = source.batchnorm
+    if not batchnorm.get("recalibrated"):
+        # what export would do to a trainer checkpoint, done first: the head must fit the features it will see
+        bank_like = [s for s in training if s.source == TRAINING_COLLECTION]
+        bank_like += capped_per_class([s for s in training if s.source != TRAINING_COLLECTION], BANK_EXTRA_PER_CLASS)
+        batchnorm = {"recalibrated": True, "images": recalibrate_on_training_images(
+            source.backbone, bank_like, source.preprocess, source.recipe.freeze_stages, args.workers)}
+    network = FlowerNet(source.backbone, torch.nn.Identity(), mirror_average=mirror).eval()
     train = embed(network, source, training, args.workers, "probe: training photos")
     select = embed(network, source, selection, args.workers, "probe: selection photos")
     head = network.backbone.get_classifier()
@@ -118,7 +127,7 @@ def main(args) -> dict:
                    "seconds": round(time.time() - started)})
     save_checkpoint(output / "model_best.pth", model=network.backbone.state_dict(), recipe=recipe.to_dict(),
                     class_names=list(source.class_names), epoch=max(source.epoch, 1) - 1, metrics={"probe": report},
-                    batchnorm=source.batchnorm, mirror_average=mirror, flowerdemo_version=__version__)
+                    batchnorm=batchnorm, mirror_average=mirror, flowerdemo_version=__version__)
     (output / "probe.json").write_text(json.dumps(report, indent=2))
     print(format_report(report))
     return report
