@@ -447,6 +447,8 @@ def test_probe_refits_only_the_head_and_the_export_records_it(trained, tmp_path,
     module, metadata = load_artifact(folder / "model.pt")
     assert metadata.training_args["probe_l2"] == 0.001
     assert metadata.metrics["batchnorm"] == after["batchnorm"]  # not recalibrated a second time
+    card = (folder / "README.md").read_text()
+    assert "linear probe, L-BFGS, L2 pull 0.001" in card and "training share of elsewhere" in card
     torch.testing.assert_close(module.backbone.classifier.weight, after["model"]["classifier.weight"])
     # probing twice would pull toward a head that is not the trained one: refused, in one line
     assert probe.cli(["--checkpoint", str(run / "model_best.pth"), *common]) == 2

@@ -102,6 +102,10 @@ def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.
                         metavar=("SPECIES", "GENUS", "FAMILY"),
                         help="answers at each rank are right this often on the calibration photos (default: "
                              "%(default)s); fitted per photo group")
+    parser.add_argument("--rank-local-accuracy", type=float, nargs=3, default=RuleTargets.local_accuracy,
+                        metavar=("SPECIES", "GENUS", "FAMILY"),
+                        help="... and the least sure answers each rank gives (at its threshold) are right this often "
+                             "(default: %(default)s)")
     parser.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=None,
                         help="the network averages each photo with its mirror image (about twice the compute); "
                              "default: on, or as the --from-model model did")
@@ -150,7 +154,8 @@ def main(args) -> dict:
         # the unknown-species caps per group are the verdict rule's own targets: group 0 (like the training
         # photos) keeps --unknown-accept of its known flowers, the shifted groups --unknown-species-accept
         caps = (1.0 - args.unknown_accept,) + (1.0 - args.unknown_species_accept,) * (RuleTargets.groups - 1)
-        targets = RuleTargets(accuracy=tuple(args.rank_accuracy), known_called_unknown=caps)
+        targets = RuleTargets(accuracy=tuple(args.rank_accuracy), local_accuracy=tuple(args.rank_local_accuracy),
+                              known_called_unknown=caps)
         groups, ranks, sets, gate, fit_reports["conditional_rules_fit"] = fit_conditional_rules(
             pool, bank, temperature, gate, sets, taxonomy, targets)
     print_fit_summary(temperature, sets, fit_reports)

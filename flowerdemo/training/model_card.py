@@ -24,6 +24,17 @@ def _data_sentence(args: dict) -> str:
     return "Trained on the 1,020 `train` images; model and epoch selected on the 1,020 `val` images."
 
 
+def _probe_sentence(args: dict) -> str:
+    """The linear probe (training/probe.py), when the recipe records one."""
+    if args.get("probe_l2") is None:
+        return ""
+    share = args.get("probe_training_share")
+    return (f"Then the classifier head alone was refitted on the frozen network's embeddings (a linear probe, "
+            f"L-BFGS, L2 pull {args['probe_l2']:g} toward the trained head) with the training share of "
+            f"{', '.join(args.get('probe_extra_data') or ()) or 'the photos from elsewhere'}"
+            + (f", the training collection carrying {share:.0%} of the loss" if share else "") + ". ")
+
+
 def render_model_card(metadata: ModelMetadata) -> str:
     metrics = metadata.metrics
     test, val = metrics.get("test") or {}, metrics.get("val") or {}
@@ -89,7 +100,7 @@ Oxford Flowers-102 (Nilsback & Zisserman, 2008), official split. {_data_sentence
 `{metadata.arch}`'s ImageNet weights: {args.get('epochs', '?')} epochs, SGD (nesterov, lr {args.get('lr', '?')}, head x{args.get('head_lr_scale', '?')}),
 cosine schedule, label smoothing {args.get('label_smoothing', '?')}, train crop {args.get('train_crop', '?')} px,
 {args.get('augment', '?')} augmentation{_mix_phrase(args)}, {_frozen_phrase(args)} frozen{_ema_phrase(args)}{_balance_phrase(args)}.
-The full recipe is in `flowerdemo.json` (`training_args`).{_batchnorm_sentence(metrics)}
+{_probe_sentence(args)}The full recipe is in `flowerdemo.json` (`training_args`).{_batchnorm_sentence(metrics)}
 
 ## Metrics
 | metric | value |
