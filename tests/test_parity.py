@@ -1,11 +1,12 @@
 """The restructuring changed no answer: the bundled model, read without what later exports add (taxonomy, photo
-groups, rank rule, per-group thresholds), gives the same ``predict --json`` and the same ``/classify`` label and
+groups, rank rule, per-group thresholds; its sets read with the RAPS score, the only one that code knew), gives the same ``predict --json`` and the same ``/classify`` label and
 verdict as the code before it did on the examples and a few photos from elsewhere.
 
 ``tests/data/parity/*_before.json*`` were written by the code at commit e0f6e19 (before the layout change) reading
 the bundled ``weights/model.pt`` (that code ignores the metadata keys added since), so they hold the same network,
 temperature, verdict rule and prediction sets. A new bundled model needs them written again the same way
-(``git worktree add /tmp/before e0f6e19``, then its ``predict --json --model weights`` and ``make_classify``).
+(``git worktree add /tmp/before e0f6e19``, then its ``predict --json`` and ``make_classify`` on a copy of the
+model whose ``prediction_sets`` say ``"method": "raps"`` without ``qhat_by_group``).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def without_later_rules(classifier: FlowerClassifier) -> FlowerClassifier:
     classifier.metadata = dataclasses.replace(
         meta, taxonomy=None, photo_groups=None, ranks=None,
         gate=dataclasses.replace(meta.gate, unknown_threshold_by_group=()),
-        prediction_sets=dataclasses.replace(meta.prediction_sets, qhat_by_group=()))
+        prediction_sets=dataclasses.replace(meta.prediction_sets, qhat_by_group=(), method="raps"))
     return classifier
 
 

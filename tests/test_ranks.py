@@ -309,6 +309,11 @@ def test_the_page_names_each_rank_with_its_scientific_name():
     unsure = page_text(NO_ANSWER)
     assert unsure.startswith("### Not sure\n")
     assert "carnation (*Dianthus caryophyllus*), sweet william (*Dianthus barbatus*)." in unsure
+    # a set of one (nothing cleared the set's threshold; a set is never empty) under "not sure": no claim that it
+    # holds the right species, the likeliest species with their probabilities instead
+    alone = page_text(NO_ANSWER, prediction_set=("carnation",))
+    assert alone.startswith("### Not sure\n") and "Candidates that hold" not in alone
+    assert "Likeliest: carnation (*Dianthus caryophyllus*) 48.0%, sweet william (*Dianthus barbatus*) 41.0%" in alone
 
 
 def test_a_flower_it_does_not_know_gets_the_family_it_is_sure_of_as_a_hint():

@@ -101,14 +101,21 @@ def _rank_hint(prediction) -> str:
 
 def ranked_answer_markdown(prediction, set_names: list, set_level: float | None) -> str | None:
     """A species verdict told at the rank the model is sure of (models with a rank rule; None otherwise):
-    the species, else its genus or family with the likeliest candidates in it, else "not sure" with the set.
-    The set always holds the answer's likeliest species, so the two never contradict each other."""
+    the species, else its genus or family with the likeliest candidates in it, else "not sure" with the set
+    (or, where the set is one species, the likeliest species with their probabilities). The set always holds
+    the answer's likeliest species, so the two never contradict each other."""
     answer = prediction.answer
     if answer is None or not prediction.taxa or prediction.verdict is not Verdict.SPECIES:
         return None
     how_often = f"{set_level:.0%} of photos" if set_level else "most photos"
     listed = ", ".join(set_names[:SET_SHOWN]) + (f" and {len(set_names) - SET_SHOWN} more" if len(set_names) > SET_SHOWN else "")
     candidates = f"Candidates that hold the right species in {how_often}: {listed}."
+    if len(set_names) < 2:
+        # a set of one under an answer that is not sure of the species: the set only holds its likeliest class
+        # because a set is never empty (no class cleared the set's threshold), so it proves nothing here; the
+        # likeliest species with their probabilities say what the model does know
+        likeliest = ", ".join(f"{shown_name(prediction, name)} {percent(p)}" for name, p in prediction.top_k[:NEAREST_SHOWN])
+        candidates = f"Likeliest: {likeliest}."
     if answer.rank is Rank.SPECIES:
         taxon = prediction.taxa[0]
         text = f"### {taxon.common_name.capitalize()} (*{taxon.scientific_name}*)\n{percent(answer.probability)} likely."
