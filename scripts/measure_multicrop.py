@@ -38,7 +38,7 @@ def views(image, config) -> dict:
              "top right": (width - crop, 0), "bottom left": (0, height - crop),
              "bottom right": (width - crop, height - crop)}
     pictures = {name: resized.crop((x, y, x + crop, y + crop)) for name, (x, y) in boxes.items()}
-    pictures["whole"] = image.resize((crop, crop), _pil_interpolation(config.interpolation))
+    pictures["whole"] = T.Resize((crop, crop), interpolation=_pil_interpolation(config.interpolation))(image)
     normalise = T.Compose([T.PILToTensor(), T.ConvertImageDtype(torch.float32), T.Normalize(config.mean, config.std)])
     return {name: normalise(picture) for name, picture in pictures.items()}
 
