@@ -1,6 +1,6 @@
 """The bundled examples tell the truth: run through the app's own handler with the bundled model, every
 non-flower example is called not_a_flower and says what it looks like, every flower example is accepted and
-named as its species or as "one of" a few that include it."""
+named as its species (or a genus or family that holds it), or honestly "not sure" with it among the top classes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,9 +33,13 @@ def test_example_gets_the_right_kind_of_answer(bundled, path):
     else:
         species = path.stem.replace("_", " ")
         assert prediction.verdict == "species", (path.name, prediction.verdict)
-        # Named outright, or honestly "one of" a few that include it (the water lily is one of three).
-        assert species in prediction.prediction_set, (path.name, prediction.prediction_set)
-        assert verdict.startswith("### ") and species in verdict.lower()
+        # Never wrong: named outright or by a genus or family that holds it, or honestly "not sure" with it among
+        # the top classes the page lists (the water lily: lotus, magnolia and siam tulip are likelier).
+        answer, index = prediction.answer, bundled.metadata.class_names.index(species)
+        named = answer.rank is not None and index in answer.classes and species in verdict.lower()
+        unsure = (answer.rank is None and verdict.startswith("### Not sure\n")
+                  and species in [name for name, _ in prediction.top_k])
+        assert named or unsure, (path.name, answer, prediction.top_k)
 
 
 def test_the_examples_include_each_kind():
