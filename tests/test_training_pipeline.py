@@ -202,7 +202,7 @@ def test_metadata_round_trips_and_is_enough_to_use_the_model(exported):
     assert "data_path" not in meta["training_args"] and "output_dir" not in meta["training_args"]  # no machine paths
     assert meta["gate"]["knn_k"] == 2 and len(meta["gate"]["imagenet_weights"]) == 1000
     assert len(meta["imagenet_class_names"]) == 1000 and meta["imagenet_class_names"][162] == "beagle"
-    assert meta["prediction_sets"]["method"] == "raps" and meta["prediction_sets"]["level"] == 0.95
+    assert meta["prediction_sets"]["method"] == "lac" and meta["prediction_sets"]["level"] == 0.95  # the default
     assert "top1" in meta["metrics"]["test"]
     assert meta["metrics"]["batchnorm"] == {"recalibrated": True, "images": 4 * len(CLASSES)}
     x = torch.randn(2, 3, meta["preprocess"]["crop"], meta["preprocess"]["crop"])
