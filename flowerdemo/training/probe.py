@@ -93,44 +93,51 @@ def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.
 
 def main(args) -> dict:
     started = time.time()
+    if not 0.0 < args.training_share < 1.0:
+        raise ProbeError(f"--training-share must be between 0 and 1 (exclusive), got {args.training_share}")
     source = source_from_model(args.from_model) if args.from_model else source_from_checkpoint(args.checkpoint)
     if source.recipe.probe_l2 is not None:
         raise ProbeError("these weights were probed already (probe_l2 "
                          f"{source.recipe.probe_l2}); probe the model they came from instead")
-    mirror = source.mirror_average is not False  # as the exporter does: on unless the source model had it off
     training, selection = probe_photos(args, source)
-    batchnorm = source.batchnorm
-    if not batchnorm.get("recalibrated"):
-        # what export would do to a trainer checkpoint, done first: the head must fit the features it will see
-        bank_like = [s for s in training if s.source == TRAINING_COLLECTION]
-        bank_like += capped_per_class([s for s in training if s.source != TRAINING_COLLECTION], BANK_EXTRA_PER_CLASS)
-        batchnorm = {"recalibrated": True, "images": recalibrate_on_training_images(
-            source.backbone, bank_like, source.preprocess, source.recipe.freeze_stages, args.workers)}
-    network = FlowerNet(source.backbone, torch.nn.Identity(), mirror_average=mirror).eval()
+    batchnorm = recalibrated_batchnorm(source, training, args.workers)
+    # as the exporter does: the mirror image averaged in unless the source model had it off
+    network = FlowerNet(source.backbone, torch.nn.Identity(), mirror_average=source.mirror_average is not False)
+    network.eval()
     train = embed(network, source, training, args.workers, "probe: training photos")
     select = embed(network, source, selection, args.workers, "probe: selection photos")
     head = network.backbone.get_classifier()
     initial = (head.weight.detach().double(), head.bias.detach().double())
-    if not 0.0 < args.training_share < 1.0:
-        raise ProbeError(f"--training-share must be between 0 and 1 (exclusive), got {args.training_share}")
     chosen, report = choose_l2(train, select, initial, tuple(args.l2), args.steps, args.training_share)
+    recipe = source.recipe
     if chosen is not None:
         with torch.no_grad():
             head.weight.copy_(chosen[1].float())
             head.bias.copy_(chosen[2].float())
-    recipe = source.recipe if chosen is None else replace(
-        source.recipe, probe_l2=chosen[0], probe_training_share=args.training_share,
-        probe_extra_data=tuple(extra_data_name(f) for f in args.extra_data))
-    output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+        recipe = replace(recipe, probe_l2=chosen[0], probe_training_share=args.training_share,
+                         probe_extra_data=tuple(extra_data_name(folder) for folder in args.extra_data))
     report.update({"training_photos": collection_counts(train), "selection_photos": collection_counts(select),
                    "seconds": round(time.time() - started)})
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
     save_checkpoint(output / "model_best.pth", model=network.backbone.state_dict(), recipe=recipe.to_dict(),
                     class_names=list(source.class_names), epoch=max(source.epoch, 1) - 1, metrics={"probe": report},
-                    batchnorm=batchnorm, mirror_average=mirror, flowerdemo_version=__version__)
+                    batchnorm=batchnorm, mirror_average=network.mirror_average, flowerdemo_version=__version__)
     (output / "probe.json").write_text(json.dumps(report, indent=2))
     print(format_report(report))
     return report
+
+
+def recalibrated_batchnorm(source: Source, training: list, workers: int) -> dict:
+    """The source's BatchNorm record, after recalibrating a trainer checkpoint's statistics on the photos the
+    exporter would use (what export does to a checkpoint, done first: the head must fit the features the app
+    will compute)."""
+    if source.batchnorm.get("recalibrated"):
+        return source.batchnorm
+    photos = [s for s in training if s.source == TRAINING_COLLECTION]
+    photos += capped_per_class([s for s in training if s.source != TRAINING_COLLECTION], BANK_EXTRA_PER_CLASS)
+    return {"recalibrated": True, "images": recalibrate_on_training_images(
+        source.backbone, photos, source.preprocess, source.recipe.freeze_stages, workers)}
 
 
 def probe_photos(args, source: Source) -> tuple[list, list]:
