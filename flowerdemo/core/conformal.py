@@ -9,8 +9,8 @@ Two scores (``method``):
 - ``raps`` (Angelopoulos et al. 2021, "Uncertainty sets for image classifiers using conformal prediction"),
   without randomisation: a class's score is the probability mass of every class ranked at or above it, plus
   ``penalty`` for each rank beyond ``k_reg``. Without randomisation a sure photo's own mass inflates its
-  score, so a model that is right 97 % of the time still gets sets of several species (what models before
-  format 2's LAC shipped with).
+  score, so a model that is right 97 % of the time still gets sets of several species (what every model
+  exported before LAC has).
 
 The threshold ``qhat`` is the ceil((n + 1) * level)-th smallest
 score of the true classes on n calibration photos never trained on, so a new photo from the same distribution
@@ -87,7 +87,6 @@ class ConformalSets:
             qhat = np.asarray(self.qhat_by_group)[np.asarray(groups, dtype=int)][:, None]
         sizes = np.maximum((scores <= qhat).sum(axis=1), 1)  # scores rise with rank: the set is a prefix
         return [row[:size] for row, size in zip(order, sizes)]
-
 
     def ranked_scores(self, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(class indices by falling probability [B, N], this rule's score of each rank [B, N], non-decreasing)."""

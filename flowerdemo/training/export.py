@@ -95,8 +95,9 @@ def get_args_parser(add_help: bool = True, prog: str | None = None) -> argparse.
                         help="the sets' score: lac (every species above a probability: the smallest sets) or raps "
                              "(cumulative mass, what older models used)")
     parser.add_argument("--set-penalty", type=float, default=None,
-                        help="with --set-method raps: penalty per rank beyond --set-k-reg (0: APS); default: chosen on val (the smallest "
-                             "sets whose worst coverage over random val halves stays a point above the level)")
+                        help="with --set-method raps: penalty per rank beyond --set-k-reg (0: APS); default: chosen "
+                             "on val (the smallest sets whose worst coverage over random val halves stays a point "
+                             "above the level)")
     parser.add_argument("--set-k-reg", type=int, default=1)
     parser.add_argument("--rank-accuracy", type=float, nargs=3, default=RuleTargets.accuracy,
                         metavar=("SPECIES", "GENUS", "FAMILY"),

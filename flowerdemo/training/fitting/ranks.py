@@ -123,8 +123,9 @@ def fit_rank_rule(probabilities: np.ndarray, accepted: tuple, groups: np.ndarray
         for depth, rank in enumerate(RANKS):
             best, probability = roll_up.top(probabilities[rows], rank)
             right = is_right(roll_up, rank, best, tuple(accepted[i] for i in rows))
+            local = None if local_accuracy is None else local_accuracy[depth]
             threshold = lowest_threshold_at_accuracy(probability[open_rows], right[open_rows], accuracy[depth],
-                                                     local_accuracy=None if local_accuracy is None else local_accuracy[depth])
+                                                     local_accuracy=local)
             row_thresholds.append(threshold)
             open_rows &= probability < threshold
         thresholds.append(tuple(row_thresholds))
@@ -133,7 +134,7 @@ def fit_rank_rule(probabilities: np.ndarray, accepted: tuple, groups: np.ndarray
 
 def fit_group_sets(base: ConformalSets, probabilities: np.ndarray, accepted: tuple, groups: np.ndarray,
                    group_count: int) -> ConformalSets:
-    """The same RAPS score, one conformal threshold per group (Mondrian conformal prediction: coverage holds
+    """The base rule's score (LAC or RAPS), one conformal threshold per group (Mondrian conformal prediction: coverage holds
     within each group, not only on average). A photo with several accepted classes is covered by any."""
     scores = true_scores(probabilities, accepted, base)
     known = np.asarray([len(a) > 0 for a in accepted])
