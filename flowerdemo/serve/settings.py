@@ -32,7 +32,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 ENV_MODEL = "FLOWERDEMO_MODEL"
 ENV_MODEL_REVISION = "FLOWERDEMO_MODEL_REVISION"
@@ -97,36 +97,12 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
         """Parse every variable in ``environ`` (the process environment unless given): unset or empty is the
         default; anything else must be a value the variable takes, or :class:`SettingsError`."""
-
-        def read(name: str, parse: Callable[[str, str], object], default):
-            text = (environ.get(name) or "").strip()
-            return parse(name, text) if text else default
-
-        return cls(
-            model=read(ENV_MODEL, _text, None),
-            model_revision=read(ENV_MODEL_REVISION, _text, None),
-            model_sha256=read(ENV_MODEL_SHA256, _sha256, None),
-            concurrency=read(ENV_CONCURRENCY, _whole_number, DEFAULT_CONCURRENCY),
-            queue_size=read(ENV_QUEUE_SIZE, _whole_number, DEFAULT_QUEUE_SIZE),
-            max_file_size=read(ENV_MAX_FILE_SIZE, _file_size, DEFAULT_MAX_FILE_SIZE),
-            feedback=read(ENV_FEEDBACK, _on_off, True),
-            feedback_dir=read(ENV_FEEDBACK_DIR, lambda name, text: Path(text), DEFAULT_FEEDBACK_DIR),
-            feedback_repo=read(ENV_FEEDBACK_REPO, _text, None),
-            feedback_max_mb=read(ENV_FEEDBACK_MAX_MB, _positive_number, DEFAULT_FEEDBACK_MAX_MB),
-            feedback_every_minutes=read(ENV_FEEDBACK_EVERY_MINUTES, _positive_number, DEFAULT_FEEDBACK_EVERY_MINUTES),
-            feedback_per_minute=read(ENV_FEEDBACK_PER_MINUTE, _whole_number, DEFAULT_FEEDBACK_PER_MINUTE),
-            space_id=read(ENV_SPACE_ID, _text, None),
-            omp_num_threads=read(ENV_OMP_NUM_THREADS, _text, None),
-        )
-
-
-# field -> the variable it is read from
-VARIABLES = {"model": ENV_MODEL, "model_revision": ENV_MODEL_REVISION, "model_sha256": ENV_MODEL_SHA256,
-             "concurrency": ENV_CONCURRENCY, "queue_size": ENV_QUEUE_SIZE, "max_file_size": ENV_MAX_FILE_SIZE,
-             "feedback": ENV_FEEDBACK, "feedback_dir": ENV_FEEDBACK_DIR, "feedback_repo": ENV_FEEDBACK_REPO,
-             "feedback_max_mb": ENV_FEEDBACK_MAX_MB, "feedback_every_minutes": ENV_FEEDBACK_EVERY_MINUTES,
-             "feedback_per_minute": ENV_FEEDBACK_PER_MINUTE, "space_id": ENV_SPACE_ID,
-             "omp_num_threads": ENV_OMP_NUM_THREADS}
+        values = {}
+        for name, (variable, parse) in READERS.items():
+            text = (environ.get(variable) or "").strip()
+            if text:  # unset or empty: the field's default, which is the app's
+                values[name] = parse(variable, text)
+        return cls(**values)
 
 
 # Each parser takes the variable's name and its stripped, non-empty text.
@@ -177,3 +153,18 @@ def _sha256(name: str, text: str) -> str:
     if not _SHA256.fullmatch(digest):
         raise SettingsError(f"{name} must be 64 hex digits (what sha256sum prints); got {text!r}")
     return digest
+
+
+# field -> (the variable it is read from, how its text is parsed)
+READERS = {
+    "model": (ENV_MODEL, _text), "model_revision": (ENV_MODEL_REVISION, _text),
+    "model_sha256": (ENV_MODEL_SHA256, _sha256), "concurrency": (ENV_CONCURRENCY, _whole_number),
+    "queue_size": (ENV_QUEUE_SIZE, _whole_number), "max_file_size": (ENV_MAX_FILE_SIZE, _file_size),
+    "feedback": (ENV_FEEDBACK, _on_off), "feedback_dir": (ENV_FEEDBACK_DIR, lambda name, text: Path(text)),
+    "feedback_repo": (ENV_FEEDBACK_REPO, _text), "feedback_max_mb": (ENV_FEEDBACK_MAX_MB, _positive_number),
+    "feedback_every_minutes": (ENV_FEEDBACK_EVERY_MINUTES, _positive_number),
+    "feedback_per_minute": (ENV_FEEDBACK_PER_MINUTE, _whole_number), "space_id": (ENV_SPACE_ID, _text),
+    "omp_num_threads": (ENV_OMP_NUM_THREADS, _text),
+}
+# field -> the variable it is read from
+VARIABLES = {name: variable for name, (variable, _) in READERS.items()}
