@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flowerdemo.core.artifact import load_artifact  # noqa: E402
-from flowerdemo.core.preprocess import _pil_interpolation, cap_aspect_ratio, load_image  # noqa: E402
+from flowerdemo.core.preprocess import _pil_interpolation, cap_aspect_ratio, eval_transform, load_image  # noqa: E402
 from flowerdemo.training.field import ANSWERED_KINDS, field_part, read_field_labels  # noqa: E402
 from flowerdemo.training.recipe import Recipe  # noqa: E402
 
@@ -34,13 +34,13 @@ def views(image, config) -> dict:
     image = cap_aspect_ratio(image)
     resized = T.Resize(config.resize, interpolation=_pil_interpolation(config.interpolation))(image)
     crop, (width, height) = config.crop, resized.size
-    boxes = {"centre": ((width - crop) // 2, (height - crop) // 2), "top left": (0, 0),
-             "top right": (width - crop, 0), "bottom left": (0, height - crop),
-             "bottom right": (width - crop, height - crop)}
-    pictures = {name: resized.crop((x, y, x + crop, y + crop)) for name, (x, y) in boxes.items()}
+    corners = {"top left": (0, 0), "top right": (width - crop, 0), "bottom left": (0, height - crop),
+               "bottom right": (width - crop, height - crop)}
+    pictures = {name: resized.crop((x, y, x + crop, y + crop)) for name, (x, y) in corners.items()}
     pictures["whole"] = T.Resize((crop, crop), interpolation=_pil_interpolation(config.interpolation))(image)
     normalise = T.Compose([T.PILToTensor(), T.ConvertImageDtype(torch.float32), T.Normalize(config.mean, config.std)])
-    return {name: normalise(picture) for name, picture in pictures.items()}
+    # the centre view is the app's own transform (core.preprocess.eval_transform), not a copy of it
+    return {"centre": eval_transform(config)(image), **{name: normalise(p) for name, p in pictures.items()}}
 
 
 def main(argv=None) -> None:

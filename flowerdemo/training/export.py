@@ -198,12 +198,16 @@ def export_samples(args, source: Source, data: DataSource) -> tuple[list, list, 
         data, recipe.train_split, recipe.val_split, recipe.val_fraction_for_training, args.limit_per_class)
     class_names = resolve_class_names(source.class_names, data_class_names, args.data_path, args.rename_classes)
     if args.extra_data:
-        # What the network trained on, with a few of each species' extra photos: the k-NN bank (the hundreds of
-        # web dandelions would add megabytes to model.pt and nothing to a k-th-neighbour distance) and the
-        # BatchNorm statistics (which then see both collections, as training did).
         extra = extra_training_samples(list(args.extra_data), class_names, recipe.field_split)
-        train_samples = train_samples + capped_per_class(extra, BANK_EXTRA_PER_CLASS)
+        train_samples = bank_samples(train_samples, extra)
     return class_names, train_samples, val_samples
+
+
+def bank_samples(training: list, extra: list) -> list:
+    """What the network trained on, with a few of each species' extra photos: the k-NN bank (the hundreds of
+    web dandelions would add megabytes to model.pt and nothing to a k-th-neighbour distance) and the BatchNorm
+    statistics (which then see both collections, as training did)."""
+    return training + capped_per_class(extra, BANK_EXTRA_PER_CLASS)
 
 
 def resolve_class_names(weights: list, data: list, data_path: str, rename: bool) -> list:

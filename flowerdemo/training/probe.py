@@ -35,8 +35,8 @@ from .checkpoints import CheckpointError, save_checkpoint
 from .data import DataSource, DatasetLayoutError, Sample, add_data_arguments, eval_loader, training_and_selection_samples
 from .engine import collect_outputs
 from .errors import ExportError
-from .export import BANK_EXTRA_PER_CLASS, recalibrate_on_training_images
-from .field import capped_per_class, extra_training_samples, field_calibration_rows
+from .export import bank_samples, recalibrate_on_training_images
+from .field import extra_training_samples, field_calibration_rows
 from .recipe import RecipeError, extra_data_name
 from .scripting import FlowerNet
 from .sources import Source, source_from_checkpoint, source_from_model
@@ -134,8 +134,8 @@ def recalibrated_batchnorm(source: Source, training: list, workers: int) -> dict
     will compute)."""
     if source.batchnorm.get("recalibrated"):
         return source.batchnorm
-    photos = [s for s in training if s.source == TRAINING_COLLECTION]
-    photos += capped_per_class([s for s in training if s.source != TRAINING_COLLECTION], BANK_EXTRA_PER_CLASS)
+    photos = bank_samples([s for s in training if s.source == TRAINING_COLLECTION],
+                          [s for s in training if s.source != TRAINING_COLLECTION])
     return {"recalibrated": True, "images": recalibrate_on_training_images(
         source.backbone, photos, source.preprocess, source.recipe.freeze_stages, workers)}
 
